@@ -1,0 +1,121 @@
+"""Axial 2D rotary position embedding of DINOv3 (official_dinov3.md §1.2)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def rope_periods(
+    head_dim: int,
+    base: float | None = 100.0,
+    min_period: float | None = None,
+    max_period: float | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Periods of the head_dim/4 frequencies.
+
+    base:    periods[k] = base ** (2k / (head_dim / 2)),  k = 0 .. head_dim/4 - 1
+    min/max: periods = max_period * (max_period / min_period) ** (linspace(0, 1, head_dim/4) - 1)
+    """
+    n = head_dim // 4
+    if base is not None:
+        exponents = 2 * torch.arange(n, dtype=torch.float32, device=device) / (head_dim // 2)
+        periods = base**exponents
+    else:
+        ratio = max_period / min_period
+        periods = max_period * ratio ** (torch.linspace(0, 1, n, dtype=torch.float32, device=device) - 1)
+    return periods.to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """[x1, x2] -> [-x2, x1] on the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """Rotate the last HW tokens of x [B, heads, T, head_dim]; the T - HW prefix tokens stay as they are.
+
+    x' = x * cos + rotate_half(x) * sin, computed in the dtype of sin/cos.
+    """
+    prefix = x.shape[-2] - sin.shape[-2]
+    x_prefix, x_patch = x[..., :prefix, :], x[..., prefix:, :]
+    x_patch = x_patch.to(sin.dtype)
+    x_patch = (x_patch * cos + rotate_half(x_patch) * sin).to(x.dtype)
+    return torch.cat((x_prefix, x_patch), dim=-2)
+
+
+class RopePositionEmbedding(nn.Module):
+    """Produces (sin, cos) of shape [H*W, head_dim] for an H x W patch grid.
+
+    coords = 2 * (i + 0.5) / norm - 1 per axis (norm per `normalize_coords`); in training mode the coords get the
+    shift / jitter / rescale augmentations that are not None; angles = 2*pi * coords / periods, laid out as
+    [h-frequencies | w-frequencies] and tiled twice.
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        base: float | None = 100.0,
+        min_period: float | None = None,
+        max_period: float | None = None,
+        normalize_coords: str = "separate",
+        shift: float | None = None,
+        jitter: float | None = None,
+        rescale: float | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.head_dim = head_dim
+        self.base, self.min_period, self.max_period = base, min_period, max_period
+        self.normalize_coords = normalize_coords
+        self.shift, self.jitter, self.rescale = shift, jitter, rescale
+        self.register_buffer("periods", self.default_periods(dtype=dtype), persistent=True)
+
+    def default_periods(self, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+        return rope_periods(
+            self.head_dim, self.base, self.min_period, self.max_period, dtype=dtype or self.periods.dtype, device=device
+        )
+
+    @property
+    def augments(self) -> bool:
+        """True when a forward draws random coordinate augmentations (training mode with any of them set)."""
+        return self.training and any(v is not None for v in (self.shift, self.jitter, self.rescale))
+
+    def coords(self, height: int, width: int) -> torch.Tensor:
+        """Normalised patch-centre coordinates [H*W, 2] in (h, w) order, row-major, before augmentation."""
+        device, dtype = self.periods.device, self.periods.dtype
+        if self.normalize_coords == "separate":
+            norm_h, norm_w = height, width
+        elif self.normalize_coords == "max":
+            norm_h = norm_w = max(height, width)
+        else:
+            norm_h = norm_w = min(height, width)
+        c_h = (torch.arange(0.5, height, device=device, dtype=dtype)) / norm_h
+        c_w = (torch.arange(0.5, width, device=device, dtype=dtype)) / norm_w
+        grid = torch.stack(torch.meshgrid(c_h, c_w, indexing="ij"), dim=-1).flatten(0, 1)
+        return 2.0 * grid - 1.0
+
+    def _augment(self, coords: torch.Tensor) -> torch.Tensor:
+        device, dtype = coords.device, coords.dtype
+        if self.shift is not None:
+            coords = coords + torch.empty(2, device=device, dtype=dtype).uniform_(-self.shift, self.shift)
+        if self.jitter is not None:
+            log_j = math.log(self.jitter)
+            coords = coords * torch.empty(2, device=device, dtype=dtype).uniform_(-log_j, log_j).exp()
+        if self.rescale is not None:
+            log_r = math.log(self.rescale)
+            coords = coords * torch.empty(1, device=device, dtype=dtype).uniform_(-log_r, log_r).exp()
+        return coords
+
+    def forward(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        coords = self.coords(height, width)
+        if self.augments:
+            coords = self._augment(coords)
+        angles = 2 * math.pi * coords[:, :, None] / self.periods[None, None, :]  # [HW, 2, head_dim/4]
+        angles = angles.flatten(1, 2).tile(2)  # [HW, head_dim]
+        return torch.sin(angles), torch.cos(angles)

@@ -1,0 +1,317 @@
+"""DINOv3 Vision Transformer: the backbone model, its AutoBackbone wrapper and outputs.
+
+Module and parameter names are the official ones (official_dinov3.md §1.3), so an official `.pth` state dict is
+this model's state dict, and `dinov3_hf.convert` only renames for the transformers layout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
+
+from ..pretrained import Dinov3HfPreTrainedModel
+from .configuration import Dinov3HfViTConfig
+from .layers.attention import LinearKMaskedBias
+from .layers.block import SelfAttentionBlock
+from .layers.layer_scale import LayerScale
+from .layers.patch_embed import PatchEmbed
+from .layers.rope import RopePositionEmbedding
+
+
+@dataclass
+class Dinov3HfViTModelOutput(BaseModelOutputWithPooling):
+    r"""
+    last_hidden_state: final-LayerNorm'ed sequence [CLS | registers | patches], shape (B, 1 + R + N, D).
+    pooler_output: the normed CLS token, (B, D).
+    register_tokens: the normed register tokens, (B, R, D).
+    patch_tokens: the normed patch tokens, (B, N, D), row-major over the (H/p, W/p) grid.
+    prenorm_hidden_state: the output of the last block before the final norm, (B, 1 + R + N, D).
+    hidden_states: when requested, the embedding output and each block's output, all pre-norm.
+    grid_size: (H/p, W/p) of the patch grid.
+    """
+
+    register_tokens: torch.Tensor | None = None
+    patch_tokens: torch.Tensor | None = None
+    prenorm_hidden_state: torch.Tensor | None = None
+    grid_size: tuple[int, int] | None = None
+
+
+class Dinov3HfViTPreTrainedModel(Dinov3HfPreTrainedModel):
+    config: Dinov3HfViTConfig
+    config_class = Dinov3HfViTConfig
+    base_model_prefix = "dinov3"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SelfAttentionBlock"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Official initialisation: trunc-normal linears, uniform patch embedding, N(0, 0.02) tokens."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+            if isinstance(module, LinearKMaskedBias):
+                init.copy_(module.bias_mask, module.default_bias_mask())
+        elif isinstance(module, PatchEmbed):
+            conv = module.proj
+            bound = math.sqrt(1 / (conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]))
+            init.uniform_(conv.weight, -bound, bound)
+            init.uniform_(conv.bias, -bound, bound)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, LayerScale):
+            init.constant_(module.gamma, module.init_value)
+        elif isinstance(module, RopePositionEmbedding):
+            init.copy_(module.periods, module.default_periods(device=module.periods.device))
+        elif isinstance(module, Dinov3HfViTModel):
+            init.normal_(module.cls_token, std=std)
+            init.normal_(module.storage_tokens, std=std)
+            init.zeros_(module.mask_token)
+
+
+class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
+    """DINOv3 ViT backbone. `forward` takes a tensor [B, C, H, W], or a list of them (crops of different sizes)."""
+
+    def __init__(self, config: Dinov3HfViTConfig):
+        super().__init__(config)
+        dim = config.hidden_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.storage_tokens = nn.Parameter(torch.zeros(1, config.num_register_tokens, dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, dim))
+        self.patch_embed = PatchEmbed(config.patch_size, config.num_channels, dim)
+        self.rope_embed = RopePositionEmbedding(
+            config.head_dim,
+            base=config.rope_base,
+            min_period=config.rope_min_period,
+            max_period=config.rope_max_period,
+            normalize_coords=config.rope_normalize_coords,
+            shift=config.rope_shift,
+            jitter=config.rope_jitter,
+            rescale=config.rope_rescale,
+            dtype=getattr(torch, config.rope_dtype),
+        )
+        self.blocks = nn.ModuleList(
+            SelfAttentionBlock(
+                dim,
+                config.num_attention_heads,
+                ffn_type=config.ffn_type,
+                ffn_hidden=config.ffn_hidden_size,
+                qkv_bias=config.qkv_bias,
+                mask_k_bias=config.mask_k_bias,
+                proj_bias=config.proj_bias,
+                ffn_bias=config.ffn_bias,
+                layer_norm_eps=config.layer_norm_eps,
+                layerscale_init=config.layerscale_init,
+                drop_path_rate=config.drop_path_rate,
+            )
+            for _ in range(config.num_hidden_layers)
+        )
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        if config.untie_global_and_local_cls_norm:
+            self.local_cls_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.post_init()
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 + self.config.num_register_tokens
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.patch_embed.proj
+
+    # -- tokens -----------------------------------------------------------------------------------------------------
+
+    def prepare_tokens(
+        self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, int, int]:
+        """Pixels -> [CLS | registers | patches] tokens, with masked patches replaced by the mask token."""
+        pixel_values = pixel_values.to(self.patch_embed.proj.weight.dtype)
+        x, grid_h, grid_w = self.patch_embed(pixel_values)
+        batch = x.shape[0]
+        cls_token = self.cls_token
+        if bool_masked_pos is not None:
+            mask = bool_masked_pos.reshape(batch, -1) if bool_masked_pos.ndim == 3 else bool_masked_pos
+            if mask.shape != x.shape[:2]:
+                raise ValueError(
+                    f"bool_masked_pos has shape {tuple(bool_masked_pos.shape)} but the image has "
+                    f"{grid_h}x{grid_w} = {grid_h * grid_w} patches; pass a boolean mask of shape "
+                    f"({batch}, {grid_h * grid_w}) or ({batch}, {grid_h}, {grid_w})."
+                )
+            x = torch.where(mask.unsqueeze(-1).bool(), self.mask_token.to(x.dtype).unsqueeze(0), x)
+        else:
+            cls_token = cls_token + 0 * self.mask_token  # keeps mask_token in the autograd graph, as upstream
+        prefix = torch.cat([cls_token, self.storage_tokens], dim=1).to(x.dtype).expand(batch, -1, -1)
+        return torch.cat([prefix, x], dim=1), grid_h, grid_w
+
+    def final_norm(self, x: torch.Tensor, local_crops: bool = False) -> torch.Tensor:
+        """The final LayerNorm; with untied norms, local crops in training normalise CLS + registers separately."""
+        if not (local_crops and self.training and self.config.untie_global_and_local_cls_norm):
+            return self.norm(x)
+        split = self.num_prefix_tokens
+        return torch.cat([self.local_cls_norm(x[:, :split]), self.norm(x[:, split:])], dim=1)
+
+    def run_blocks(
+        self, xs: list[torch.Tensor], grids: list[tuple[int, int]], collect: Sequence[int] = (), stop_after: int | None = None
+    ) -> tuple[list[torch.Tensor], dict[int, list[torch.Tensor]]]:
+        """Run blocks[0 .. stop_after] on a list of token tensors; return the outputs and those of blocks in `collect`.
+
+        RoPE (sin, cos) is computed once per crop size, or once per block and crop size while it draws training
+        augmentations (each block then sees its own draw, as upstream).
+        """
+        last = len(self.blocks) - 1 if stop_after is None else stop_after
+        ropes = None if self.rope_embed.augments else [self.rope_embed(h, w) for h, w in grids]
+        collected: dict[int, list[torch.Tensor]] = {}
+        for i, block in enumerate(self.blocks[: last + 1]):
+            block_ropes = ropes if ropes is not None else [self.rope_embed(h, w) for h, w in grids]
+            xs = block(xs, block_ropes)
+            if i in collect:
+                collected[i] = xs
+        return xs, collected
+
+    def _output(self, prenorm: torch.Tensor, grid: tuple[int, int], local_crops: bool, hidden_states=None):
+        normed = self.final_norm(prenorm, local_crops)
+        split = self.num_prefix_tokens
+        return Dinov3HfViTModelOutput(
+            last_hidden_state=normed,
+            pooler_output=normed[:, 0],
+            register_tokens=normed[:, 1:split],
+            patch_tokens=normed[:, split:],
+            prenorm_hidden_state=prenorm,
+            hidden_states=hidden_states,
+            grid_size=grid,
+        )
+
+    # -- forward ----------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | Sequence[torch.Tensor],
+        bool_masked_pos: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Dinov3HfViTModelOutput | list[Dinov3HfViTModelOutput] | tuple:
+        r"""
+        pixel_values: [B, C, H, W], or a list of such tensors (e.g. [global crops, local crops]) that run through
+            the blocks together and return one output each. In training, the second list entry counts as the local
+            crops for `local_cls_norm`.
+        bool_masked_pos: [B, N] or [B, H/p, W/p] booleans; True replaces that patch with the mask token.
+            With a list input, a list of the same length (entries may be None).
+        output_hidden_states: return the embedding output and every block's output (pre-norm).
+        """
+        if isinstance(pixel_values, (list, tuple)):
+            return self.forward_list(pixel_values, bool_masked_pos)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        x, grid_h, grid_w = self.prepare_tokens(pixel_values, bool_masked_pos)
+        collect = range(len(self.blocks)) if output_hidden_states else ()
+        (prenorm,), collected = self.run_blocks([x], [(grid_h, grid_w)], collect=collect)
+        hidden_states = (x, *(collected[i][0] for i in collect)) if output_hidden_states else None
+        output = self._output(prenorm, (grid_h, grid_w), local_crops=False, hidden_states=hidden_states)
+        return output if return_dict else output.to_tuple()
+
+    def forward_list(
+        self, pixel_values: Sequence[torch.Tensor], bool_masked_pos: Sequence[torch.Tensor | None] | None = None
+    ) -> list[Dinov3HfViTModelOutput]:
+        """One forward over several crop batches; equals separate forwards up to float rounding."""
+        if bool_masked_pos is None:
+            bool_masked_pos = [None] * len(pixel_values)
+        if len(bool_masked_pos) != len(pixel_values):
+            raise ValueError(
+                f"Got {len(pixel_values)} crop batches but {len(bool_masked_pos)} masks; pass one mask (or None) per batch."
+            )
+        prepared = [self.prepare_tokens(x, m) for x, m in zip(pixel_values, bool_masked_pos)]
+        grids = [(h, w) for _, h, w in prepared]
+        prenorms, _ = self.run_blocks([x for x, _, _ in prepared], grids)
+        return [self._output(p, g, local_crops=i == 1) for i, (p, g) in enumerate(zip(prenorms, grids))]
+
+    def get_intermediate_layers(
+        self,
+        pixel_values: torch.Tensor,
+        n: int | Sequence[int] = 1,
+        reshape: bool = False,
+        return_class_token: bool = False,
+        return_extra_tokens: bool = False,
+        norm: bool = True,
+    ) -> tuple:
+        """Outputs of selected blocks, with the official semantics.
+
+        n: an int selects the last n blocks; a sequence selects 0-based block indices (negative ones count from the end).
+        norm: apply the final LayerNorm to each selected output. reshape: patches as [B, D, H/p, W/p].
+        Returns a tuple over layers of `patches`, or a tuple (patches, [cls], [registers]) when
+        `return_class_token` / `return_extra_tokens` ask for them, in that order.
+        """
+        depth = len(self.blocks)
+        indices = list(range(depth - n, depth)) if isinstance(n, int) else [i % depth if i < 0 else i for i in n]
+        bad = [i for i in indices if not 0 <= i < depth]
+        if bad or (isinstance(n, int) and not 1 <= n <= depth):
+            raise ValueError(f"Layer selection n={n} is out of range for a model with {depth} blocks.")
+        x, grid_h, grid_w = self.prepare_tokens(pixel_values)
+        _, collected = self.run_blocks([x], [(grid_h, grid_w)], collect=indices, stop_after=max(indices))
+        split = self.num_prefix_tokens
+        results = []
+        for i in indices:
+            out = collected[i][0]
+            if norm:
+                out = self.norm(out)
+            cls, registers, patches = out[:, 0], out[:, 1:split], out[:, split:]
+            if reshape:
+                patches = patches.reshape(out.shape[0], grid_h, grid_w, -1).permute(0, 3, 1, 2).contiguous()
+            extras = ([cls] if return_class_token else []) + ([registers] if return_extra_tokens else [])
+            results.append(tuple([patches, *extras]) if extras else patches)
+        return tuple(results)
+
+
+class Dinov3HfViTBackbone(BackboneMixin, Dinov3HfViTModel):
+    """AutoBackbone view of the ViT: per selected stage (0 = patch embedding, i = block i) a feature map.
+
+    `config.apply_layernorm` applies the final norm to each map; `config.reshape_hidden_states=True` returns
+    NCHW patch maps (UperNet, Mask2Former), False returns (B, 1 + N, C) CLS + patch tokens (DPT).
+    """
+
+    def __init__(self, config: Dinov3HfViTConfig):
+        super().__init__(config)
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        x, grid_h, grid_w = self.prepare_tokens(pixel_values)
+        blocks = range(len(self.blocks))
+        _, collected = self.run_blocks([x], [(grid_h, grid_w)], collect=blocks)
+        stages = [x, *(collected[i][0] for i in blocks)]
+        split = self.num_prefix_tokens
+        feature_maps = []
+        for index in self.out_indices:
+            hidden = stages[index]
+            if self.config.apply_layernorm:
+                hidden = self.norm(hidden)
+            if self.config.reshape_hidden_states:
+                patches = hidden[:, split:]
+                fmap = patches.reshape(hidden.shape[0], grid_h, grid_w, -1).permute(0, 3, 1, 2).contiguous()
+            else:
+                fmap = torch.cat([hidden[:, :1], hidden[:, split:]], dim=1)
+            feature_maps.append(fmap)
+        output = BackboneOutput(
+            feature_maps=tuple(feature_maps), hidden_states=tuple(stages) if output_hidden_states else None
+        )
+        return output if return_dict else output.to_tuple()
