@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from transformers import AutoBackbone, AutoConfig, AutoModel
+from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel
 
+from .models.convnext import Dinov3HfConvNextBackbone, Dinov3HfConvNextConfig, Dinov3HfConvNextModel
 from .models.vit import Dinov3HfViTBackbone, Dinov3HfViTConfig, Dinov3HfViTModel
+from .processing import Dinov3HfImageProcessor
+
+BACKBONES = (
+    (Dinov3HfViTConfig, Dinov3HfViTModel, Dinov3HfViTBackbone),
+    (Dinov3HfConvNextConfig, Dinov3HfConvNextModel, Dinov3HfConvNextBackbone),
+)
 
 
 def register_auto_classes() -> None:
-    """Register configs, models and backbones; safe to call more than once."""
-    AutoConfig.register(Dinov3HfViTConfig.model_type, Dinov3HfViTConfig, exist_ok=True)
-    AutoModel.register(Dinov3HfViTConfig, Dinov3HfViTModel, exist_ok=True)
-    AutoBackbone.register(Dinov3HfViTConfig, Dinov3HfViTBackbone, exist_ok=True)
+    """Register configs, models, backbones and the image processor; safe to call more than once."""
+    for config_class, model_class, backbone_class in BACKBONES:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, model_class, exist_ok=True)
+        AutoBackbone.register(config_class, backbone_class, exist_ok=True)
+        # one processor class serves both backends, so `backend=` makes no difference
+        AutoImageProcessor.register(
+            config_class,
+            image_processor_classes={"torchvision": Dinov3HfImageProcessor, "pil": Dinov3HfImageProcessor},
+            exist_ok=True,
+        )

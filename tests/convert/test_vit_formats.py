@@ -273,3 +273,34 @@ def test_every_preset_has_an_official_key_spec():
         config = Dinov3HfViTConfig.from_preset(arch)
         assert (config.hidden_size, config.num_attention_heads, config.ffn_type, config.ffn_hidden_size) == (dim, heads, ffn, hidden)
         assert (config.qkv_bias, config.untie_global_and_local_cls_norm) == (qkv_bias, local)
+
+
+@pytest.mark.parametrize("target", ["dinov3_hf", "hf"])
+def test_conversion_holds_at_most_one_copy(tmp_path, target):
+    """Streaming conversion: peak memory grows by about one checkpoint (the mapped source), never two copies."""
+    sd = official_state_dict("vitl16", 6)
+    size = sum(t.numel() * t.element_size() for t in sd.values())
+    torch.save(sd, tmp_path / "big.pth")
+    del sd
+    script = (
+        "import resource, dinov3_hf\n"
+        "from dinov3_hf.convert import read_checkpoint, write_checkpoint\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"family, config, thunks = read_checkpoint({str(tmp_path / 'big.pth')!r}, arch='vitl16')\n"
+        f"write_checkpoint(family, config, thunks, {str(tmp_path / 'out')!r}, to={target!r}, max_shard_bytes=30_000_000)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    grown = int(result.stdout.strip().splitlines()[-1])
+    assert grown < 1.4 * size, f"peak memory grew by {grown / size:.2f}x the checkpoint size"
+
+
+def test_from_pretrained_transformers_layout_applies_config_kwargs(tmp_path):
+    config = DINOv3ViTConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=2,
+                             num_register_tokens=4)
+    DINOv3ViTModel(config).save_pretrained(tmp_path)
+    backbone = Dinov3HfViTBackbone.from_pretrained(tmp_path, out_indices=[1, 3], dtype=torch.bfloat16)
+    assert backbone.out_indices == [1, 3] and backbone.dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="Unexpected argument 'colour'"):
+        Dinov3HfViTModel.from_pretrained(tmp_path, colour="red")

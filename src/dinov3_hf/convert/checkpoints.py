@@ -17,12 +17,20 @@ from types import ModuleType
 import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import AutoConfig, DINOv3ConvNextConfig, DINOv3ViTConfig, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    DINOv3ConvNextConfig,
+    DINOv3ViTConfig,
+    DINOv3ViTImageProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from ..models.convnext import CONVNEXT_PRESETS, Dinov3HfConvNextConfig, Dinov3HfConvNextModel
 from ..models.vit import VIT_PRESETS, Dinov3HfViTConfig, Dinov3HfViTModel
+from ..processing import Dinov3HfImageProcessor
 from . import convnext, vit
-from .sources import CheckpointError, SafetensorsSource, load_pth, resolve_folder, safetensors_files
+from .sources import HUB_KWARGS, CheckpointError, SafetensorsSource, load_pth, resolve_folder, safetensors_files
 
 Thunks = dict[str, Callable[[], torch.Tensor]]
 FORMATS = ("dinov3_hf", "hf", "official")
@@ -198,14 +206,24 @@ def load_model(
     arch: str | None = None,
     model_class: type[PreTrainedModel] | None = None,
     dtype: torch.dtype | None = None,
-    **hub_kwargs,
+    **kwargs,
 ) -> PreTrainedModel:
     """Build our model from a checkpoint in any format, in eval mode.
 
     The model is created on the meta device and the tensors are assigned, so no second copy of the weights exists.
-    `model_class` (e.g. a Backbone subclass) must belong to the checkpoint's family.
+    `model_class` (e.g. a Backbone subclass) must belong to the checkpoint's family. `kwargs` are Hub arguments
+    (revision, cache_dir, token, local_files_only, force_download); any other keyword sets that config field
+    (e.g. `out_indices=[3, 6, 9, 12]`).
     """
+    hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
     family, config, thunks = read_checkpoint(src, arch, **hub_kwargs)
+    for key, value in kwargs.items():
+        if not hasattr(config, key):
+            raise TypeError(
+                f"Unexpected argument {key!r}: neither a Hub argument ({', '.join(HUB_KWARGS)}) nor a field of "
+                f"{type(config).__name__}."
+            )
+        setattr(config, key, value)
     model_class = model_class or family.model_class
     if not issubclass(model_class, family.model_class):
         raise CheckpointError(f"{src} holds a {family.name} checkpoint, which {model_class.__name__} cannot load.")
@@ -258,8 +276,16 @@ def write_checkpoint(
     out_config = family.converter.config_to_hf(config) if to == "hf" else config
     out_config.architectures = [family.hf_architecture if to == "hf" else family.model_class.__name__]
     out_config.save_pretrained(dst)
+    _processor_for(config, to).save_pretrained(dst)
     _write_shards(target, dst, max_shard_bytes)
     return dst
+
+
+def _processor_for(config: PretrainedConfig, to: str):
+    """The image processor saved next to converted weights, so pipelines load the folder as it is."""
+    if to == "hf":
+        return DINOv3ViTImageProcessor(image_mean=list(config.image_mean), image_std=list(config.image_std))
+    return Dinov3HfImageProcessor.for_model_config(config)
 
 
 def _write_shards(target: Thunks, dst: Path, max_shard_bytes: int) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from ..models.pretrained import HUB_KWARGS
+
 # Wrappers under which official training checkpoints keep the backbone (`{"teacher": {"backbone.x": ...}}`).
 _WRAPPER_KEYS = ("teacher", "model", "state_dict")
 _PREFIXES = ("module.", "backbone.")
@@ -92,7 +94,7 @@ def resolve_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> Path:
     from huggingface_hub import snapshot_download
 
     allowed = ["config.json", "*.safetensors", "model.safetensors.index.json", "preprocessor_config.json"]
-    keep = {k: hub_kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "force_download") if k in hub_kwargs}
+    keep = {k: hub_kwargs[k] for k in HUB_KWARGS if k in hub_kwargs}
     try:
         return Path(snapshot_download(str(name_or_path), allow_patterns=allowed, **keep))
     except Exception as err:  # network, auth and not-found errors all end here

@@ -7,8 +7,8 @@ from typing import Any
 from transformers import PretrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
-LVD_MEAN, LVD_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-SAT_MEAN, SAT_STD = (0.430, 0.411, 0.296), (0.213, 0.156, 0.143)
+from ..pretrained import PRETRAINING_DATA, PretrainingDataMixin
+
 
 # Official hub architectures (official_dinov3.md §1.1). Fields not listed take the class defaults,
 # which are the values shared by every release (patch 16, 4 registers, LayerNorm eps 1e-5, RoPE base 100, ...).
@@ -39,10 +39,8 @@ VIT_HUB_IDS = {
     "vit7b16_sat": "facebook/dinov3-vit7b16-pretrain-sat493m",
 }
 
-PRETRAINING_DATA = ("lvd1689m", "sat493m")
 
-
-class Dinov3HfViTConfig(BackboneConfigMixin, PretrainedConfig):
+class Dinov3HfViTConfig(PretrainingDataMixin, BackboneConfigMixin, PretrainedConfig):
     r"""Configuration of [`Dinov3HfViTModel`].
 
     Structure: patch embedding (conv, stride `patch_size`) -> [CLS | `num_register_tokens` registers | patches]
@@ -170,12 +168,9 @@ class Dinov3HfViTConfig(BackboneConfigMixin, PretrainedConfig):
         return d + (-d) % self.swiglu_align_to
 
     @property
-    def image_mean(self) -> tuple[float, float, float]:
-        return SAT_MEAN if self.pretraining_data == "sat493m" else LVD_MEAN
-
-    @property
-    def image_std(self) -> tuple[float, float, float]:
-        return SAT_STD if self.pretraining_data == "sat493m" else LVD_STD
+    def output_stride(self) -> int:
+        """Pixels per output token along each side (inputs are floored to a multiple of it)."""
+        return self.patch_size
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "Dinov3HfViTConfig":
