@@ -327,3 +327,14 @@ def test_auto_backbone_feature_formats():
         normed = backbone.norm(full[4])
     assert tokens[-1].shape == (2, 1 + 12, 64)
     torch.testing.assert_close(tokens[-1], torch.cat([normed[:, :1], normed[:, 5:]], dim=1))
+
+
+def test_ffn_inference_fast_path_matches_autograd_path():
+    from dinov3_hf.models.vit.layers.ffn import Mlp, SwiGLUFFN
+
+    for ffn in (Mlp(32, 64), SwiGLUFFN(32, 48)):
+        randomize_(ffn)
+        x = torch.randn(3, 7, 32)
+        with torch.no_grad():
+            fast = ffn(x)
+        torch.testing.assert_close(fast, ffn(x).detach(), atol=0, rtol=0)

@@ -49,9 +49,11 @@ class SelfAttention(nn.Module):
     def attend(self, qkv: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         """qkv [B, T, 3D] -> attention output [B, T, D]."""
         batch, tokens, _ = qkv.shape
-        q, k, v = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        qkv = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if rope is None:
+            q, k, v = qkv.unbind(0)
+        else:  # rotate q and k in one call
+            (q, k), v = apply_rope(qkv[:2], *rope).unbind(0), qkv[2]
         out = F.scaled_dot_product_attention(q, k, v)
         return out.transpose(1, 2).reshape(batch, tokens, -1)
 
