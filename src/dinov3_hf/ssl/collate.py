@@ -1,0 +1,98 @@
+"""Batch collation for multi-crop SSL: augment each sample, stack the crops view-major, draw the iBOT masks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .augment import MultiCropAugmentation
+from .masking import sample_masks
+
+
+class MultiCropCollator:
+    """`samples` (dicts with an image under `image_key`, e.g. rows of a `datasets.Dataset` with an Image feature)
+    -> {"global_crops": [2B, 3, G, G], "local_crops": [n_local·B, 3, L, L], "masks": bool [2B, (G/p)²],
+    "gram_crops": [2B, 3, S, S] (only if the augmentation has `gram_size`)}.
+
+    Crops are ordered view-major: row v·B + b is view v of sample b (mask row i belongs to global crop row i).
+    Masks come from `masking.sample_masks` with a generator seeded from torch's global RNG (resumable).
+    With the HF Trainer set `remove_unused_columns=False`, or the image column is dropped before collation.
+    """
+
+    def __init__(
+        self,
+        augmentation: MultiCropAugmentation,
+        patch_size: int = 16,
+        mask_probability: float = 0.5,
+        mask_ratio_range: tuple[float, float] = (0.1, 0.5),
+        image_key: str = "image",
+    ) -> None:
+        if patch_size < 1 or augmentation.global_size % patch_size:
+            raise ValueError(
+                f"global_size ({augmentation.global_size}) must be a multiple of patch_size ({patch_size})."
+            )
+        self.augmentation = augmentation
+        self.patch_size = patch_size
+        self.mask_probability = mask_probability
+        self.mask_ratio_range = tuple(mask_ratio_range)
+        self.image_key = image_key
+
+    def _augment(self, sample: dict[str, Any]) -> dict[str, list[Tensor]]:
+        """Crops of one sample; drawn from its `sample_seed` when it has one (see `SeededSamples`)."""
+        if "sample_seed" not in sample:
+            return self.augmentation(sample[self.image_key])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample["sample_seed"])
+            return self.augmentation(sample[self.image_key])
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Tensor]:
+        if not samples:
+            raise ValueError("Cannot collate an empty batch.")
+        views = []
+        for index, sample in enumerate(samples):
+            if self.image_key not in sample:
+                raise KeyError(
+                    f"Sample {index} has no {self.image_key!r} key (keys: {sorted(sample)}). Pass image_key=..., and "
+                    "with the HF Trainer set remove_unused_columns=False."
+                )
+            views.append(self._augment(sample))
+        batch = {
+            name: torch.stack([view[name][i] for i in range(len(crops)) for view in views])
+            for name, crops in views[0].items()
+        }
+        grid = self.augmentation.global_size // self.patch_size
+        seeds = [sample.get("sample_seed") for sample in samples]
+        mask_seed = hash(tuple(seeds)) % 2**62 if None not in seeds else int(torch.randint(2**62, ()))
+        generator = torch.Generator().manual_seed(mask_seed)
+        batch["masks"] = sample_masks(
+            len(batch["global_crops"]),
+            (grid, grid),
+            mask_probability=self.mask_probability,
+            ratio_range=self.mask_ratio_range,
+            generator=generator,
+        )
+        return batch
+
+
+class SeededSamples(Dataset):
+    """Adds `sample_seed` = f(seed, epoch, index) to each sample of `dataset`, so that the crops and masks of a sample
+    depend only on (seed, epoch, index): not on the process, the dataloader worker or where a run was resumed.
+
+    The trainer calls `set_epoch` at the start of every epoch.
+    """
+
+    def __init__(self, dataset, seed: int = 0):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        seed = ((self.seed * 1_000_003 + self.epoch) * 2_147_483_647 + int(index)) % 2**62
+        return {**self.dataset[index], "sample_seed": seed}

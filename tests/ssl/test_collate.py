@@ -1,0 +1,74 @@
+import pytest
+import torch
+from PIL import Image
+
+from dinov3_hf.ssl.augment import MultiCropAugmentation
+from dinov3_hf.ssl.collate import MultiCropCollator
+
+MEAN = torch.tensor((0.485, 0.456, 0.406))
+STD = torch.tensor((0.229, 0.224, 0.225))
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class UndistortedAugmentation(MultiCropAugmentation):
+    color_jitter_probability = 0.0
+    grayscale_probability = 0.0
+    global_blur_probabilities = (0.0, 0.0)
+    global_solarize_probabilities = (0.0, 0.0)
+    local_blur_probability = 0.0
+
+
+def _samples(n: int) -> list[dict]:
+    """Constant-colour images: the red channel identifies the sample."""
+    return [{"image": Image.new("RGB", (40, 30), (50 * b, 100, 100)), "label": b} for b in range(n)]
+
+
+def _sample_index(crops: torch.Tensor) -> list[int]:
+    red = crops[:, 0].mean(dim=(1, 2)) * STD[0] + MEAN[0]
+    return (red * 255 / 50).round().int().tolist()
+
+
+def test_shapes_order_and_masks():
+    aug = UndistortedAugmentation(global_size=32, local_size=16, n_local_crops=3, gram_size=48)
+    collator = MultiCropCollator(aug, patch_size=8, mask_probability=0.5, mask_ratio_range=(0.1, 0.5))
+    batch = collator(_samples(3))
+    assert set(batch) == {"global_crops", "local_crops", "gram_crops", "masks"}
+    assert batch["global_crops"].shape == (6, 3, 32, 32)
+    assert batch["gram_crops"].shape == (6, 3, 48, 48)
+    assert batch["local_crops"].shape == (9, 3, 16, 16)
+    # view-major: view 0 of samples 0..2, then view 1 of samples 0..2 (locals: crop index, then sample)
+    assert _sample_index(batch["global_crops"]) == [0, 1, 2, 0, 1, 2]
+    assert _sample_index(batch["gram_crops"]) == [0, 1, 2, 0, 1, 2]
+    assert _sample_index(batch["local_crops"]) == [0, 1, 2] * 3
+    masks = batch["masks"]
+    assert masks.dtype == torch.bool and masks.shape == (6, 16)
+    # int(6 · 0.5) = 3 masked images with int(16 · linspace(0.1, 0.5, 4)[1:]) = 3, 5, 8 patches
+    assert sorted(masks.sum(dim=1).tolist()) == [0, 0, 0, 3, 5, 8]
+
+
+def test_masks_follow_the_global_rng():
+    collator = MultiCropCollator(MultiCropAugmentation(global_size=32, local_size=16, n_local_crops=1), patch_size=8)
+    torch.manual_seed(0)
+    first = collator(_samples(4))
+    torch.manual_seed(0)
+    second = collator(_samples(4))
+    assert torch.equal(first["masks"], second["masks"])
+    assert torch.equal(first["global_crops"], second["global_crops"])
+    assert "gram_crops" not in first
+
+
+def test_errors():
+    aug = MultiCropAugmentation(global_size=32, local_size=16, n_local_crops=1)
+    with pytest.raises(KeyError, match=r"no 'image' key \(keys: \['label', 'pixels'\]\)"):
+        MultiCropCollator(aug, patch_size=8)([{"pixels": Image.new("RGB", (8, 8)), "label": 0}])
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        MultiCropCollator(aug, patch_size=10)
+    with pytest.raises(ValueError, match="empty batch"):
+        MultiCropCollator(aug, patch_size=8)([])

@@ -1,0 +1,105 @@
+import pytest
+import torch
+from torch import nn
+
+from dinov3_hf.models.convnext import Dinov3HfConvNextConfig, Dinov3HfConvNextModel
+from dinov3_hf.models.vit import Dinov3HfViTConfig, Dinov3HfViTModel
+from dinov3_hf.ssl.param_groups import apply_schedules, build_param_groups
+
+
+class Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(64, 8), nn.GELU())
+        self.last_layer = nn.Linear(8, 16, bias=False)
+
+
+@pytest.fixture(scope="module")
+def modules():
+    config = Dinov3HfViTConfig.from_preset("vits16", num_hidden_layers=2, hidden_size=64, num_attention_heads=2)
+    return {"backbone": Dinov3HfViTModel(config), "dino_head": Head(), "ibot_head": Head()}
+
+
+def _lookup(groups, module, name):
+    param = module.get_parameter(name)
+    (group,) = [g for g in groups if any(p is param for p in g["params"])]
+    return group["lr_multiplier"], group["wd_multiplier"], group["is_last_layer"]
+
+
+def test_multipliers(modules):
+    groups = build_param_groups(modules, layer_decay=0.5, patch_embed_lr_mult=0.2, head_wd_multiplier=0.3)
+    vit, head = modules["backbone"], modules["dino_head"]
+    # n_blocks = 2: mult = 0.5 ** (3 - layer_id)
+    expected = {
+        "cls_token": (0.125, 1.0),
+        "storage_tokens": (0.125, 1.0),
+        "mask_token": (0.125, 1.0),
+        "patch_embed.proj.weight": (0.125 * 0.2, 1.0),
+        "patch_embed.proj.bias": (0.125 * 0.2, 0.0),
+        "blocks.0.attn.qkv.weight": (0.25, 1.0),
+        "blocks.0.norm1.weight": (0.25, 0.0),
+        "blocks.0.ls1.gamma": (0.25, 0.0),
+        "blocks.1.mlp.fc1.weight": (0.5, 1.0),
+        "blocks.1.mlp.fc1.bias": (0.5, 0.0),
+        "norm.weight": (1.0, 0.0),
+    }
+    for name, (lr_mult, wd_mult) in expected.items():
+        got = _lookup(groups, vit, name)
+        assert got == (pytest.approx(lr_mult), wd_mult, False), name
+    assert _lookup(groups, head, "mlp.0.weight") == (1.0, 0.3, False)
+    assert _lookup(groups, head, "mlp.0.bias") == (1.0, 0.0, False)
+    assert _lookup(groups, head, "last_layer.weight") == (1.0, 0.3, True)
+    # every trainable parameter exactly once, groups keyed by (lr, wd, last_layer)
+    all_params = [p for m in modules.values() for p in m.parameters()]
+    grouped = [p for g in groups for p in g["params"]]
+    assert len(grouped) == len(all_params) and {id(p) for p in grouped} == {id(p) for p in all_params}
+    keys = [(g["lr_multiplier"], g["wd_multiplier"], g["is_last_layer"]) for g in groups]
+    assert len(keys) == len(set(keys))
+    # tokens (wd 1) + {patch_embed, block 0, block 1} × wd {0, 1} + (lr 1, wd 0: final norm and head biases)
+    # + head weights (wd 0.3) + last layers
+    assert len(groups) == 10
+    assert all(isinstance(g["name"], str) for g in groups)
+
+
+def test_frozen_params_excluded_and_decay_one(modules):
+    vit = modules["backbone"]
+    vit.mask_token.requires_grad_(False)
+    try:
+        groups = build_param_groups({"backbone": vit}, layer_decay=1.0, patch_embed_lr_mult=1.0)
+    finally:
+        vit.mask_token.requires_grad_(True)
+    grouped = [p for g in groups for p in g["params"]]
+    assert all(p is not vit.mask_token for p in grouped)
+    assert {(g["lr_multiplier"], g["wd_multiplier"]) for g in groups} == {(1.0, 1.0), (1.0, 0.0)}
+
+
+def test_convnext_backbone_all_equal_layer_ids():
+    config = Dinov3HfConvNextConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 8, 8, 8])
+    convnext = Dinov3HfConvNextModel(config)
+    groups = build_param_groups({"backbone": convnext}, layer_decay=0.5)
+    assert {g["lr_multiplier"] for g in groups} == {1.0}
+    assert _lookup(groups, convnext, "stages.0.0.gamma")[1] == 0.0
+    assert _lookup(groups, convnext, "stages.0.0.pwconv1.weight")[1] == 1.0
+
+
+def test_apply_schedules(modules):
+    groups = build_param_groups(modules, layer_decay=0.5, head_wd_multiplier=0.3)
+    optimizer = torch.optim.AdamW(groups, lr=123.0)
+    apply_schedules(optimizer, lr=1e-3, wd=0.04, last_layer_lr=0.0)
+    by_key = {(g["lr_multiplier"], g["wd_multiplier"], g["is_last_layer"]): g for g in optimizer.param_groups}
+    assert by_key[(0.125, 1.0, False)]["lr"] == pytest.approx(1.25e-4)
+    assert by_key[(0.125, 1.0, False)]["weight_decay"] == pytest.approx(0.04)
+    assert by_key[(1.0, 0.0, False)]["weight_decay"] == 0.0
+    assert by_key[(1.0, 0.3, False)]["weight_decay"] == pytest.approx(0.012)
+    assert by_key[(1.0, 0.3, True)]["lr"] == 0.0  # last layer frozen
+    apply_schedules(optimizer, lr=1e-3, wd=0.04, last_layer_lr=1e-3)
+    assert by_key[(1.0, 0.3, True)]["lr"] == pytest.approx(1e-3)
+    with pytest.raises(KeyError, match="lr_multiplier"):
+        apply_schedules(torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1), lr=1.0, wd=0.0, last_layer_lr=1.0)
+
+
+def test_errors(modules):
+    with pytest.raises(ValueError, match="layer_decay"):
+        build_param_groups(modules, layer_decay=0.0)
+    with pytest.raises(ValueError, match="No trainable"):
+        build_param_groups({"dino_head": nn.Identity()})

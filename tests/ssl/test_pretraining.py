@@ -1,0 +1,153 @@
+"""Pretraining on the Trainer: a run logs every term, resumes exactly, learns, exports; the 7B recipe's sizes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModel, TrainerCallback
+
+from dinov3_hf import Dinov3HfViTModel
+from dinov3_hf.data import load_fashion_mnist
+from dinov3_hf.ssl.config import PretrainConfig, load_yaml_with_overrides
+from dinov3_hf.ssl.meta_arch import SSLMetaArch
+from dinov3_hf.ssl.pretraining import build_trainer, run_pretraining
+
+REPO = Path(__file__).parents[2]
+CONFIGS = REPO / "training" / "configs"
+
+TINY_RECIPE = {
+    "backbone": {"preset": "vits16", "patch_size": 4, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                 "drop_path_rate": 0.1},
+    "dino_head": {"prototypes": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+    "ibot_head": {"prototypes": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+    "global_size": 28, "local_size": 12, "n_local_crops": 2, "freeze_last_layer_iters": 2,
+    "teacher_temp": {"kind": "warmup_constant", "warmup_iters": 3, "start": 0.04, "peak": 0.07},
+    "lr": {"kind": "warmup_cosine", "warmup_iters": 2, "total_iters": 6, "start": 0.0, "peak": 1e-3, "end": 1e-5},
+    "momentum": {"kind": "warmup_cosine", "warmup_iters": 0, "total_iters": 6, "start": 0.9, "peak": 0.9, "end": 1.0},
+}
+
+
+def tiny_config(tmp_path, max_steps=6, **training):
+    return {
+        "recipe": TINY_RECIPE,
+        "data": {"kind": "fashion_mnist", "limit": 64},
+        "training": {"output_dir": str(tmp_path), "per_device_train_batch_size": 8, "max_steps": max_steps,
+                     "logging_steps": 1, "save_steps": 3, "use_cpu": True, "seed": 0, "dataloader_num_workers": 0,
+                     "disable_tqdm": True, **training},
+    }
+
+
+def write_config(tmp_path, config) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_run_logs_every_term_and_exports_backbones(tmp_path):
+    trainer = run_pretraining(write_config(tmp_path, tiny_config(tmp_path / "run")))
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 6
+    for key in ("loss", "dino_global", "dino_local", "ibot", "koleo", "teacher_temp", "momentum", "learning_rate"):
+        assert all(key in entry and entry[key] == entry[key] for entry in logs), key
+    assert logs[0]["teacher_temp"] == pytest.approx(0.04) and logs[-1]["teacher_temp"] == pytest.approx(0.07)
+    teacher = AutoModel.from_pretrained(tmp_path / "run" / "teacher_backbone")
+    assert isinstance(teacher, Dinov3HfViTModel)
+    for key, value in trainer.model.teacher["backbone"].state_dict().items():
+        assert torch.equal(teacher.state_dict()[key], value), key
+
+
+def test_last_layer_frozen_then_trained(tmp_path):
+    trainer = build_trainer(tiny_config(tmp_path, max_steps=4, save_steps=100))
+    before = trainer.model.student["dino_head"].last_layer.weight.detach().clone()
+    trainer.train()
+    # lr is 0 for the last layer during the first 2 steps, then it moves
+    assert not torch.equal(before, trainer.model.student["dino_head"].last_layer.weight)
+    groups = trainer.optimizer.param_groups
+    assert any(g["is_last_layer"] for g in groups)
+
+
+class StopAfter(TrainerCallback):
+    """Simulates an interruption: training stops after `step` optimizer steps (a checkpoint is saved then)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_save = control.should_training_stop = True
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    full = build_trainer(tiny_config(tmp_path / "full", save_steps=100))
+    full.train()
+    interrupted = build_trainer(tiny_config(tmp_path / "part", save_steps=100))
+    interrupted.add_callback(StopAfter(3))
+    interrupted.train()
+    assert interrupted.state.global_step == 3
+    resumed = build_trainer(tiny_config(tmp_path / "part", save_steps=100))
+    resumed.train(resume_from_checkpoint=str(tmp_path / "part" / "checkpoint-3"))
+    assert resumed.state.global_step == 6
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    assert not torch.equal(full_state["teacher.backbone.cls_token"], interrupted.model.state_dict()["teacher.backbone.cls_token"])
+    for key, value in full_state.items():
+        torch.testing.assert_close(resumed_state[key], value, atol=1e-6, rtol=0, msg=key)
+
+
+def test_nan_guard_stops_with_a_clear_message(tmp_path):
+    trainer = build_trainer(tiny_config(tmp_path, max_steps=5, save_steps=100))
+    with torch.no_grad():
+        trainer.model.student["backbone"].cls_token.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="NaN/inf for 3 consecutive steps"):
+        trainer.train()
+
+
+def test_official_7b_recipe_on_meta_device():
+    config = load_yaml_with_overrides(CONFIGS / "vit7b16_stage1.yaml")
+    recipe = PretrainConfig.from_dict(config["recipe"])
+    with torch.device("meta"):
+        model = SSLMetaArch(recipe)
+    backbone = model.student["backbone"]
+    assert sum(p.numel() for p in backbone.parameters()) == 6_716_043_264
+    dino, ibot = model.student["dino_head"], model.student["ibot_head"]
+    assert dino.last_layer.weight.shape == (262144, 512) and ibot.last_layer.weight.shape == (98304, 384)
+    assert dino.mlp[0].weight.shape == (8192, 4096) and ibot.mlp[0].weight.shape == (4096, 4096)
+    assert recipe.global_size == 256 and recipe.local_size == 112 and recipe.clip_grad == 30.0
+
+
+def test_every_shipped_config_builds():
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        config = load_yaml_with_overrides(path)
+        PretrainConfig.from_dict(config["recipe"])
+        assert set(config) <= {"recipe", "data", "training"}, path.name
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="Unknown recipe keys: colour"):
+        PretrainConfig.from_dict({"colour": 1})
+    with pytest.raises(ValueError, match="not of the form key=value"):
+        load_yaml_with_overrides(CONFIGS / "fashion_mnist_cpu.yaml", ["recipe.lr"])
+
+
+def test_two_process_step_equals_one_process(tmp_path):
+    """B2: DDP over 2 gloo ranks gives the losses and updated parameters of one process on the same global batch."""
+    script = Path(__file__).parent / "dist_pretrain_check.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = subprocess.run([sys.executable, str(script), "single", str(tmp_path / "single.pt")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", str(script), "ddp", str(tmp_path / "ddp.pt")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a, b = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "ddp.pt")
+    for name, value in a["losses"].items():
+        torch.testing.assert_close(b["losses"][name], value, atol=1e-5, rtol=0, msg=name)
+    for name, value in a["grads"].items():
+        torch.testing.assert_close(b["grads"][name], value, atol=1e-5, rtol=0, msg=name)
+    for name, value in a["student"].items():
+        torch.testing.assert_close(b["student"][name], value, atol=1e-5, rtol=0, msg=name)
