@@ -76,14 +76,17 @@ def test_features_on_photos(tiny_model_dir, photos, tmp_path, capsys):
     torch.testing.assert_close(tensors["patch_tokens"], expected.patch_tokens[0].reshape(14, 21, DIM))
 
 
-def test_default_model_is_random_and_says_so(tmp_path, capsys):
+def test_default_model_is_the_shipped_checkpoint(tmp_path, capsys):
+    from dinov3_hf.pretrained_models import default_model_path
+
     image = tmp_path / "small.png"
     Image.fromarray(data.coffee()).resize((60, 40)).save(image)
     assert main(["features", str(image), "--size", "32", "--out", str(tmp_path / "out")]) == 0
-    assert "RANDOM weights" in capsys.readouterr().err
     tensors, metadata = read(tmp_path / "out" / "small.safetensors")
-    assert tensors["patch_tokens"].shape == (2, 3, 384)  # 40 x 60 -> 32 x 48 -> 2 x 3 patches of vits16
-    assert metadata["weights"] == "random"
+    shipped = Dinov3HfViTModel.from_pretrained(default_model_path())
+    stride = shipped.config.patch_size
+    assert tensors["patch_tokens"].shape == (32 // stride, 48 // stride, shipped.config.hidden_size)
+    assert metadata["weights"] == "shipped"
     assert Image.open(tmp_path / "out" / "small_pca.png").size == (60, 40)
 
 

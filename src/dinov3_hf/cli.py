@@ -16,17 +16,16 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, PretrainedConfig, PreTrainedModel
+from transformers import AutoImageProcessor, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import IMAGE_PROCESSOR_NAME
 from transformers.utils.hub import cached_file
 
 from .convert import FORMATS, CheckpointError, convert_checkpoint, load_model
-from .models.vit import Dinov3HfViTConfig, Dinov3HfViTModel
+from .pretrained_models import DEFAULT_MODEL, default_model_path
 from .processing import Dinov3HfImageProcessor
 from .viz import pca_image
 
-RANDOM_INIT_PRESET = "vits16"
-RANDOM_INIT_SEED = 0
+DEFAULT_GRID = 28  # default --size: 28 output tokens along the shorter image side
 
 
 class CliError(Exception):
@@ -52,16 +51,19 @@ def _add_features_parser(subparsers: argparse._SubParsersAction) -> None:
         "-m",
         help=(
             "checkpoint in any format: a dinov3_hf or transformers folder, a Hub id, or an official .pth (with "
-            f"--arch). Default: a randomly initialised {RANDOM_INIT_PRESET} (seed {RANDOM_INIT_SEED}), whose features "
-            "are meaningless"
+            "--arch). Default: the small ViT shipped with dinov3-hf, pretrained with this package on Fashion-MNIST "
+            "(model_cards/dinov3_hf_fmnist_vit.md)"
         ),
     )
     parser.add_argument("--arch", help="preset of an official .pth checkpoint given as --model, e.g. vitl16")
     parser.add_argument(
         "--size",
         type=int,
-        default=448,
-        help="resize the shorter image side to SIZE pixels (snapped to a multiple of the patch size); default 448",
+        default=None,
+        help=(
+            "resize the shorter image side to SIZE pixels (snapped to a multiple of the patch size); default: "
+            f"{DEFAULT_GRID} output tokens, i.e. {DEFAULT_GRID} x the model's stride (448 for a ViT/16)"
+        ),
     )
     parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda; default cpu")
@@ -70,7 +72,7 @@ def _add_features_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_features(args: argparse.Namespace) -> int:
     """The `features` command: see `_add_features_parser`."""
-    if args.size < 1:
+    if args.size is not None and args.size < 1:
         raise CliError(f"--size must be a positive number of pixels, got {args.size}.")
     paths = _check_image_paths(args.images)
     try:
@@ -83,13 +85,14 @@ def run_features(args: argparse.Namespace) -> int:
         model.to(device).eval()
     except (RuntimeError, AssertionError) as err:  # torch raises AssertionError when built without CUDA
         raise CliError(f"cannot use --device {args.device!r}: {err}") from err
-    model_name = args.model or f"{RANDOM_INIT_PRESET} (random init, seed {RANDOM_INIT_SEED})"
+    model_name = args.model or f"{DEFAULT_MODEL} (shipped default)"
+    size = args.size or DEFAULT_GRID * model.config.output_stride
     args.out.mkdir(parents=True, exist_ok=True)
 
     for path in tqdm(paths, desc="features", unit="image"):
         image = _read_image(path)
         try:
-            inputs = processor(image, size={"shortest_edge": args.size}, do_center_crop=False, return_tensors="pt")
+            inputs = processor(image, size={"shortest_edge": size}, do_center_crop=False, return_tensors="pt")
         except ValueError as err:
             raise CliError(f"cannot preprocess {path}: {err}") from err
         pixel_values = inputs["pixel_values"].to(device=device, dtype=model.dtype)
@@ -111,16 +114,7 @@ def run_features(args: argparse.Namespace) -> int:
         pca_image(tensors["patch_tokens"], grid, size=image.size).save(args.out / f"{path.stem}_pca.png")
 
     print(f"Wrote features of {len(paths)} image(s) to {args.out}", file=sys.stderr)
-    if weights == "random":
-        print(_RANDOM_WEIGHTS_WARNING, file=sys.stderr)
     return 0
-
-
-_RANDOM_WEIGHTS_WARNING = (
-    f"WARNING: no --model given, so these features come from RANDOM weights (a randomly initialised "
-    f"{RANDOM_INIT_PRESET}, seed {RANDOM_INIT_SEED}); no trained checkpoint ships with dinov3-hf yet. "
-    "Pass --model <folder or hub id> for meaningful features."
-)
 
 
 def _check_image_paths(paths: Sequence[Path]) -> list[Path]:
@@ -149,13 +143,11 @@ def _read_image(path: Path) -> Image.Image:
 def _load_model_and_processor(
     name: str | None, arch: str | None = None
 ) -> tuple[PreTrainedModel, Dinov3HfImageProcessor, str]:
-    """(model, processor, "random" | "loaded"); without `name`, a seeded random-init preset model."""
+    """(model, processor, "shipped" | "loaded"); without `name`, the package's shipped default model."""
     if name is None:
-        print(_RANDOM_WEIGHTS_WARNING, file=sys.stderr)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            model = Dinov3HfViTModel(Dinov3HfViTConfig.from_preset(RANDOM_INIT_PRESET))
-        return model, Dinov3HfImageProcessor.for_model_config(model.config), "random"
+        path = default_model_path()
+        model = AutoModel.from_pretrained(path)
+        return model, AutoImageProcessor.from_pretrained(path), "shipped"
     try:
         model = load_model(name, arch=arch)
     except (OSError, ValueError) as err:
