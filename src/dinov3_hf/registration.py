@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel
+from transformers import (
+    AutoBackbone,
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForDepthEstimation,
+    AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
+)
 
 from .models.convnext import Dinov3HfConvNextBackbone, Dinov3HfConvNextConfig, Dinov3HfConvNextModel
+from .models.heads import (
+    Dinov3HfDepthEstimationConfig,
+    Dinov3HfForDepthEstimation,
+    Dinov3HfForImageClassification,
+    Dinov3HfForSemanticSegmentation,
+    Dinov3HfImageClassificationConfig,
+    Dinov3HfSemanticSegmentationConfig,
+)
 from .models.vit import Dinov3HfViTBackbone, Dinov3HfViTConfig, Dinov3HfViTModel
 from .processing import Dinov3HfImageProcessor
 
@@ -13,14 +29,29 @@ BACKBONES = (
     (Dinov3HfConvNextConfig, Dinov3HfConvNextModel, Dinov3HfConvNextBackbone),
 )
 
+# Task models: (config, the Auto class their pipeline loads through, model).
+TASK_MODELS = (
+    (Dinov3HfImageClassificationConfig, AutoModelForImageClassification, Dinov3HfForImageClassification),
+    (Dinov3HfSemanticSegmentationConfig, AutoModelForSemanticSegmentation, Dinov3HfForSemanticSegmentation),
+    (Dinov3HfDepthEstimationConfig, AutoModelForDepthEstimation, Dinov3HfForDepthEstimation),
+)
+
 
 def register_auto_classes() -> None:
-    """Register configs, models, backbones and the image processor; safe to call more than once."""
+    """Register configs, models, backbones, task models and the image processor; safe to call more than once."""
     for config_class, model_class, backbone_class in BACKBONES:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, model_class, exist_ok=True)
         AutoBackbone.register(config_class, backbone_class, exist_ok=True)
         # one processor class serves both backends, so `backend=` makes no difference
+        AutoImageProcessor.register(
+            config_class,
+            image_processor_classes={"torchvision": Dinov3HfImageProcessor, "pil": Dinov3HfImageProcessor},
+            exist_ok=True,
+        )
+    for config_class, auto_class, model_class in TASK_MODELS:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        auto_class.register(config_class, model_class, exist_ok=True)
         AutoImageProcessor.register(
             config_class,
             image_processor_classes={"torchvision": Dinov3HfImageProcessor, "pil": Dinov3HfImageProcessor},

@@ -1,5 +1,17 @@
-"""Evaluation metrics that run offline."""
+"""Evaluation metrics that run offline: plain-torch functions, local `evaluate` modules and kNN evaluation."""
 
+from .functional import METRIC_NAMES, accuracy, depth_metrics, intersect_and_union, iou_from_areas, load_metric, mean_iou
 from .knn import extract_cls_features, knn_accuracy, knn_eval_on_dataset
 
-__all__ = ["extract_cls_features", "knn_accuracy", "knn_eval_on_dataset"]
+__all__ = [
+    "METRIC_NAMES",
+    "accuracy",
+    "depth_metrics",
+    "extract_cls_features",
+    "intersect_and_union",
+    "iou_from_areas",
+    "knn_accuracy",
+    "knn_eval_on_dataset",
+    "load_metric",
+    "mean_iou",
+]

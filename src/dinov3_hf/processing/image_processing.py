@@ -176,6 +176,74 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
             x = (x - mean) / std
         return x
 
+    # -- post-processing (task pipelines) ---------------------------------------------------------------------------
+    # Only the semantic variant is defined: the image-segmentation pipeline prefers panoptic / instance
+    # post-processing when a processor has those methods.
+
+    def post_process_semantic_segmentation(
+        self, outputs: Any, target_sizes: Sequence[Sequence[int]] | torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Class maps from segmentation logits: per image a (H, W) long tensor of class indices.
+
+        outputs: a model output with `logits` (B, num_labels, h, w), or that tensor. target_sizes: one (H, W) per
+        image (e.g. the original image sizes); the logits are resized bilinearly to it before the argmax. Without it
+        the maps are at the logits' resolution.
+        """
+        logits = _output_field(outputs, "logits")
+        if logits.ndim != 4:
+            raise ValueError(f"Expected segmentation logits of shape (B, num_labels, h, w), got {tuple(logits.shape)}.")
+        sizes = _target_sizes(target_sizes, len(logits))
+        maps = []
+        for scores, size in zip(logits, sizes):
+            if size is not None and tuple(scores.shape[-2:]) != size:
+                scores = F.interpolate(scores[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+            maps.append(scores.argmax(dim=0))
+        return maps
+
+    def post_process_depth_estimation(
+        self, outputs: Any, target_sizes: Sequence[Sequence[int]] | torch.Tensor | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """Per image `{"predicted_depth": (H, W)}` from `outputs.predicted_depth` (B, h, w) (or that tensor).
+
+        target_sizes: one (H, W) per image; the depth is resized to it bilinearly (which, unlike bicubic, keeps it
+        within the predicted range, so it stays positive).
+        """
+        depth = _output_field(outputs, "predicted_depth")
+        if depth.ndim == 4 and depth.shape[1] == 1:
+            depth = depth[:, 0]
+        if depth.ndim != 3:
+            raise ValueError(f"Expected predicted_depth of shape (B, h, w), got {tuple(depth.shape)}.")
+        sizes = _target_sizes(target_sizes, len(depth))
+        results = []
+        for d, size in zip(depth, sizes):
+            if size is not None and tuple(d.shape) != size:
+                d = F.interpolate(d[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+            results.append({"predicted_depth": d})
+        return results
+
+
+def _output_field(outputs: Any, name: str) -> torch.Tensor:
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    value = outputs.get(name) if hasattr(outputs, "get") else getattr(outputs, name, None)
+    if value is None:
+        raise ValueError(f"The model outputs have no `{name}`; pass the output of the matching task model.")
+    return value
+
+
+def _target_sizes(target_sizes: Any, batch: int) -> list[tuple[int, int] | None]:
+    if target_sizes is None:
+        return [None] * batch
+    if len(target_sizes) != batch:
+        raise ValueError(f"Got {len(target_sizes)} target_sizes for a batch of {batch} outputs; pass one (H, W) each.")
+    sizes = []
+    for size in target_sizes:
+        size = tuple(int(v) for v in size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"Each target size must be a positive (height, width), got {size}.")
+        sizes.append(size)
+    return sizes
+
 
 def snap_to_multiple(length: float, divisor: int) -> int:
     """`length` rounded to the nearest multiple of `divisor` (halves round up), and at least `divisor`."""

@@ -1,6 +1,6 @@
 """DINOv3 multi-crop augmentation (official_dinov3.md §6.5, §6.8), with the official code's *effective* probabilities.
 
-Per image (all randomness from torch's global RNG, so the HF Trainer's RNG checkpoints make runs resumable):
+Per image (all randomness from torch's global RNG, which the collator seeds per sample: see `collate.SeededSamples`):
 
 - 2 global views, each drawn independently: base = RandomResizedCrop(max(global_size, gram_size), global_scale,
   bicubic, antialiased) (+ horizontal flip p=0.5 if `horizontal_flips`). The student crop is the base resized to

@@ -18,7 +18,8 @@ class MultiCropCollator:
     "gram_crops": [2B, 3, S, S] (only if the augmentation has `gram_size`)}.
 
     Crops are ordered view-major: row v·B + b is view v of sample b (mask row i belongs to global crop row i).
-    Masks come from `masking.sample_masks` with a generator seeded from torch's global RNG (resumable).
+    Samples that carry a `sample_seed` (see `SeededSamples`) are augmented from that seed, and the batch's masks from
+    a seed derived from all of them; otherwise both draw from torch's global RNG.
     With the HF Trainer set `remove_unused_columns=False`, or the image column is dropped before collation.
     """
 

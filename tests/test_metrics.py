@@ -1,0 +1,111 @@
+"""Task metrics (D5) against hand-computed values, and the offline `evaluate` modules giving the same numbers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dinov3_hf.metrics.functional import (
+    METRIC_NAMES,
+    accuracy,
+    depth_metrics,
+    intersect_and_union,
+    load_metric,
+    mean_iou,
+)
+
+# Two images, 4 classes; class 3 never occurs; 255 is ignored.
+PRED = [np.array([[0, 0, 1], [1, 2, 2]]), np.array([[2, 2], [0, 1]])]
+REF = [np.array([[0, 1, 1], [1, 2, 255]]), np.array([[2, 0], [0, 255]])]
+# counted pixels: image 1 (ref, pred): (0,0) (1,0) (1,1) (1,1) (2,2); image 2: (2,2) (0,2) (0,0)
+# class 0: intersect 2, pred area 3, ref area 3 -> union 4; class 1: intersect 2, pred 2, ref 3 -> union 3;
+# class 2: intersect 2, pred 3, ref 2 -> union 3; class 3: absent (the predictions on ignored pixels do not count)
+IOU = [1 / 2, 2 / 3, 2 / 3, math.nan]
+ACC = [2 / 3, 2 / 3, 1.0, math.nan]
+
+GT = [np.array([[1.0, 2.0], [4.0, 0.0]]), np.array([[2.0, 0.0], [0.0, 0.0]])]
+DEPTH = [np.array([[1.1, 2.0], [3.0, 9.0]]), np.array([[3.8, 1.0], [1.0, 1.0]])]
+
+
+def image1_depth():
+    # valid: (1.1 vs 1), (2 vs 2), (3 vs 4)
+    errors = [(1.1, 1.0), (2.0, 2.0), (3.0, 4.0)]
+    rmse = math.sqrt(sum((p - g) ** 2 for p, g in errors) / 3)
+    abs_rel = sum(abs(p - g) / g for p, g in errors) / 3
+    return rmse, abs_rel
+
+
+def test_accuracy_by_hand():
+    assert accuracy([0, 1, 1, 2], [0, 1, 0, 0]) == pytest.approx(0.5)
+    scores = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    assert accuracy(scores, [2, 0, 1]) == pytest.approx(1 / 3)
+    assert accuracy(scores, [2, 0, 1], top_k=2) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="3 predictions but 2 references"):
+        accuracy([0, 1, 1], [0, 1])
+
+
+def test_mean_iou_by_hand():
+    result = mean_iou(PRED, REF, num_labels=4)
+    np.testing.assert_allclose(result["per_category_iou"].numpy(), IOU)
+    np.testing.assert_allclose(result["per_category_accuracy"].numpy(), ACC)
+    assert result["mean_iou"] == pytest.approx((1 / 2 + 2 / 3 + 2 / 3) / 3)
+    assert result["mean_accuracy"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert result["overall_accuracy"] == pytest.approx(6 / 8)
+    # a batch tensor gives the same as the list
+    same = mean_iou(torch.tensor(np.stack([PRED[0], PRED[0]])), torch.tensor(np.stack([REF[0], REF[0]])), 4)
+    single = mean_iou(PRED[0], REF[0], 4)
+    assert same["mean_iou"] == pytest.approx(single["mean_iou"])
+
+
+def test_mean_iou_counts_reduce_labels_and_errors():
+    intersect, union, area_pred, area_ref = intersect_and_union(PRED[0], REF[0], 4)
+    assert intersect.tolist() == [1, 2, 1, 0] and union.tolist() == [2, 3, 1, 0]
+    assert area_pred.tolist() == [2, 2, 1, 0] and area_ref.tolist() == [1, 3, 1, 0]
+    # reduce_labels: reference 0 -> ignored, k -> k - 1
+    result = mean_iou([np.array([[0, 1]])], [np.array([[1, 0]])], num_labels=2, reduce_labels=True)
+    np.testing.assert_allclose(result["per_category_iou"].numpy(), [1.0, math.nan])
+    assert math.isnan(mean_iou([np.array([[0]])], [np.array([[255]])], num_labels=2)["mean_iou"])
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 2\)"):
+        mean_iou([PRED[0]], [REF[1]], num_labels=4)
+    with pytest.raises(ValueError, match="num_labels=2"):
+        mean_iou([np.array([[0, 5]])], [np.array([[0, 1]])], num_labels=2)
+
+
+def test_depth_metrics_by_hand():
+    result = depth_metrics(DEPTH, GT)
+    rmse1, abs_rel1 = image1_depth()
+    rmse2, abs_rel2 = 1.8, 0.9  # image 2: the single valid pixel, 3.8 vs 2
+    assert result["num_images"] == 2
+    assert result["rmse"] == pytest.approx((rmse1 + rmse2) / 2)
+    assert result["abs_rel"] == pytest.approx((abs_rel1 + abs_rel2) / 2)
+    # image 1: ratios 1.1, 1, 4/3 -> 2 of 3 under 1.25, 3 of 3 under 1.5625; image 2: ratio 1.9 -> only delta3 (1.953)
+    assert result["delta1"] == pytest.approx((2 / 3 + 0) / 2)
+    assert result["delta2"] == pytest.approx((1 + 0) / 2)
+    assert result["delta3"] == pytest.approx((1 + 1) / 2)
+    clamped = depth_metrics(DEPTH, GT, max_depth=3.0)  # drops gt 4; clamps the prediction 3.8 to 3 (error 1)
+    assert clamped["rmse"] == pytest.approx(((0.01 / 2) ** 0.5 + 1.0) / 2)
+    empty = depth_metrics([np.ones((2, 2))], [np.zeros((2, 2))])
+    assert empty["num_images"] == 0 and math.isnan(empty["rmse"])
+
+
+def test_evaluate_modules_give_the_same_numbers():
+    pytest.importorskip("evaluate")
+    assert set(METRIC_NAMES) == {"accuracy", "mean_iou", "depth"}
+    assert load_metric("accuracy").compute(predictions=[0, 1, 1, 2], references=[0, 1, 0, 0]) == {"accuracy": 0.5}
+
+    via_evaluate = load_metric("mean_iou").compute(predictions=PRED, references=REF, num_labels=4, ignore_index=255)
+    direct = mean_iou(PRED, REF, num_labels=4)
+    for key in ("mean_iou", "mean_accuracy", "overall_accuracy"):
+        assert via_evaluate[key] == pytest.approx(direct[key])
+    np.testing.assert_allclose(via_evaluate["per_category_iou"], IOU)
+
+    via_evaluate = load_metric("depth").compute(predictions=DEPTH, references=GT)
+    direct = depth_metrics(DEPTH, GT)
+    for key in ("rmse", "abs_rel", "delta1", "delta2", "delta3"):
+        assert via_evaluate[key] == pytest.approx(direct[key], rel=1e-6)  # float32 storage in evaluate
+
+    with pytest.raises(ValueError, match="Unknown metric"):
+        load_metric("f1")
