@@ -12,18 +12,27 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForDepthEstimation,
+    AutoModelForSemanticSegmentation,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.utils import IMAGE_PROCESSOR_NAME
 from transformers.utils.hub import cached_file
 
 from .convert import FORMATS, CheckpointError, convert_checkpoint, load_model
 from .pretrained_models import DEFAULT_MODEL, default_model_path
 from .processing import Dinov3HfImageProcessor
-from .viz import pca_image
+from .viz import colorize_depth, label_palette, pca_image, segmentation_overlay
 
 DEFAULT_GRID = 28  # default --size: 28 output tokens along the shorter image side
 
@@ -224,9 +233,201 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- depth / segment ---------------------------------------------------------------------------------------------------
+
+# checkpoint model types that are bare backbones: `depth` and `segment` need a model with a trained head
+_BACKBONE_MODEL_TYPES = ("dinov3_hf_vit", "dinov3_vit", "dinov3_hf_convnext", "dinov3_convnext")
+RAW_DEPTH_FORMATS = ("npy", "safetensors")
+
+
+def _add_dense_arguments(parser: argparse.ArgumentParser, task: str, trainer: str) -> None:
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (anything PIL reads)")
+    parser.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        help=(
+            f"a saved {task} model: a folder or Hub id with a DINOv3 backbone and a trained head, e.g. the output of "
+            f"{trainer}"
+        ),
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help=(
+            "resize the shorter image side to SIZE pixels (snapped to a multiple of the model's stride) before the "
+            f"model; default {DEFAULT_GRID} x the stride. Outputs are always at the original image size"
+        ),
+    )
+    parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda; default cpu")
+
+
+def _add_depth_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "depth",
+        help="estimate depth with a depth-estimation model; write a coloured depth map and the raw depth",
+        description=(
+            "For each IMAGE write OUT/<stem>_depth.png (the depth coloured, near = red, far = blue, at the image's "
+            "size) and the raw float32 depth [H, W] in the model's units as OUT/<stem>_depth.npy or "
+            "OUT/<stem>_depth.safetensors (tensor `depth`)."
+        ),
+    )
+    _add_dense_arguments(parser, "depth-estimation", "examples/train_depth_probe.py")
+    parser.add_argument(
+        "--raw-format", choices=RAW_DEPTH_FORMATS, default="npy", help="file format of the raw depth (default npy)"
+    )
+    parser.add_argument("--cmap", default="turbo", help="colormap: turbo (default), gray, or any matplotlib name")
+    parser.set_defaults(func=run_depth)
+
+
+def _add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="semantic segmentation with a segmentation model; write the label map and an overlay",
+        description=(
+            "For each IMAGE write OUT/<stem>_mask.png, the class index of every pixel at the image's size (a "
+            "palette PNG: reading it as an array gives the indices, viewers show the class colours; 16-bit "
+            "grayscale above 256 classes), and OUT/<stem>_overlay.png, the image blended with the class colours. "
+            "The classes found are printed."
+        ),
+    )
+    _add_dense_arguments(parser, "semantic-segmentation", "examples/train_segmentation_probe.py")
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="opacity of the class colours in the overlay, 0..1 (default 0.5)"
+    )
+    parser.set_defaults(func=run_segment)
+
+
+def _load_task_model(name: str, auto_class: type, task: str) -> tuple[PreTrainedModel, Dinov3HfImageProcessor]:
+    """A saved task model and its processor, with clear errors for backbones and models of another task."""
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise CliError(f"cannot load model {name!r}: {err}") from err
+    if config.model_type in _BACKBONE_MODEL_TYPES:
+        raise CliError(
+            f"{name} is a bare backbone ({config.model_type}) without a {task} head; train one first (e.g. with the "
+            "probe scripts in examples/) and pass the saved folder."
+        )
+    try:
+        model = auto_class.from_pretrained(name)
+    except ValueError as err:
+        raise CliError(f"{name} holds a {config.model_type!r} model, which is not a {task} model: {err}") from err
+    except OSError as err:
+        raise CliError(f"cannot load model {name!r}: {err}") from err
+    try:
+        processor = _load_processor(name, model.config)
+    except ValueError as err:
+        raise CliError(f"cannot build an image processor for {name!r}: {err}") from err
+    return model, processor
+
+
+class _DensePredictor:
+    """Model, processor and settings shared by `depth` and `segment`; `predict(image)` runs the model at `--size`."""
+
+    def __init__(self, args: argparse.Namespace, auto_class: type, task: str):
+        if args.size is not None and args.size < 1:
+            raise CliError(f"--size must be a positive number of pixels, got {args.size}.")
+        self.paths = _check_image_paths(args.images)
+        try:
+            self.device = torch.device(args.device)
+        except RuntimeError as err:
+            raise CliError(f"invalid --device {args.device!r}: {err}") from err
+        self.model, self.processor = _load_task_model(args.model, auto_class, task)
+        try:
+            self.model.to(self.device).eval()
+        except (RuntimeError, AssertionError) as err:  # torch raises AssertionError when built without CUDA
+            raise CliError(f"cannot use --device {args.device!r}: {err}") from err
+        stride = getattr(self.model.config, "output_stride", None) or self.processor.size_divisor
+        self.size = args.size or DEFAULT_GRID * stride
+        args.out.mkdir(parents=True, exist_ok=True)
+
+    def predict(self, path: Path, image: Image.Image):
+        try:
+            inputs = self.processor(
+                image, size={"shortest_edge": self.size}, do_center_crop=False, return_tensors="pt"
+            )
+        except ValueError as err:
+            raise CliError(f"cannot preprocess {path}: {err}") from err
+        pixel_values = inputs["pixel_values"].to(device=self.device, dtype=self.model.dtype)
+        with torch.inference_mode():
+            return self.model(pixel_values=pixel_values)
+
+
+def run_depth(args: argparse.Namespace) -> int:
+    """The `depth` command: see `_add_depth_parser`."""
+    predictor = _DensePredictor(args, AutoModelForDepthEstimation, "depth-estimation")
+    for path in tqdm(predictor.paths, desc="depth", unit="image"):
+        image = _read_image(path)
+        output = predictor.predict(path, image)
+        if getattr(output, "predicted_depth", None) is None:
+            raise CliError(f"the model returned {type(output).__name__} without `predicted_depth`.")
+        sizes = [(image.height, image.width)]
+        depth = predictor.processor.post_process_depth_estimation(output, target_sizes=sizes)[0]["predicted_depth"]
+        depth = depth.float().cpu()
+        try:
+            colorize_depth(depth, cmap=args.cmap).save(args.out / f"{path.stem}_depth.png")
+        except ValueError as err:
+            raise CliError(str(err)) from err
+        if args.raw_format == "npy":
+            np.save(args.out / f"{path.stem}_depth.npy", depth.numpy())
+        else:
+            metadata = {"source": str(path), "model": str(args.model)}
+            save_file({"depth": depth.contiguous()}, str(args.out / f"{path.stem}_depth.safetensors"), metadata)
+        print(
+            f"{path.name}: depth {depth.min().item():.3g} .. {depth.max().item():.3g} (median "
+            f"{depth.median().item():.3g})",
+            file=sys.stderr,
+        )
+    print(f"Wrote depth of {len(predictor.paths)} image(s) to {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """The `segment` command: see `_add_segment_parser`."""
+    if not 0.0 <= args.alpha <= 1.0:
+        raise CliError(f"--alpha must be in [0, 1], got {args.alpha}.")
+    predictor = _DensePredictor(args, AutoModelForSemanticSegmentation, "semantic-segmentation")
+    id2label = getattr(predictor.model.config, "id2label", None) or {}
+    for path in tqdm(predictor.paths, desc="segment", unit="image"):
+        image = _read_image(path)
+        output = predictor.predict(path, image)
+        if getattr(output, "logits", None) is None:
+            raise CliError(f"the model returned {type(output).__name__} without `logits`.")
+        num_labels = output.logits.shape[1]
+        sizes = [(image.height, image.width)]
+        labels = predictor.processor.post_process_semantic_segmentation(output, target_sizes=sizes)[0].cpu().numpy()
+        palette = label_palette(num_labels)
+        if num_labels <= 256:
+            mask = Image.fromarray(labels.astype(np.uint8))
+            mask.putpalette(palette.reshape(-1).tolist())  # mode L -> P: the values stay the class indices
+        else:
+            mask = Image.fromarray(labels.astype(np.uint16))
+        mask.save(args.out / f"{path.stem}_mask.png")
+        segmentation_overlay(image, labels, alpha=args.alpha, palette=palette, ignore_index=None).save(
+            args.out / f"{path.stem}_overlay.png"
+        )
+        # the classes present, by area
+        ids, counts = np.unique(labels, return_counts=True)
+        order = np.argsort(-counts)
+        summary = ", ".join(
+            f"{id2label.get(int(ids[i]), int(ids[i]))} {counts[i] / labels.size:.0%}" for i in order
+        )
+        print(f"{path.name}: {summary}", file=sys.stderr)
+    print(f"Wrote segmentation of {len(predictor.paths)} image(s) to {args.out}", file=sys.stderr)
+    return 0
+
+
 # -- entry point -------------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_features_parser, _add_convert_parser)
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_features_parser,
+    _add_convert_parser,
+    _add_depth_parser,
+    _add_segment_parser,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""PCA visualisation of dense features: the first three principal components of the patch tokens as RGB."""
+"""Visualisations: PCA maps of dense features (the first three principal components of the patch tokens as RGB),
+coloured depth maps and segmentation overlays."""
 
 from __future__ import annotations
 
@@ -83,3 +84,144 @@ def pca_image(
         raise ValueError(f"size must be a positive (width, height), got {size}.")
     rgb = pca_rgb(features, grid_size, clip_percentile=clip_percentile)
     return Image.fromarray(rgb).resize((width, height), _PIL_RESAMPLE[resample])
+
+
+# -- dense predictions: depth colouring and segmentation overlays ----------------------------------------------------
+
+# Polynomial fit of Google's Turbo colormap (A. Mikhailov, 2019): channel = sum_k c_k x^k, k = 0..5. An
+# approximation (within about 0.1 per channel of matplotlib's lookup table) that needs no matplotlib.
+_TURBO_COEFFS = np.array(
+    [
+        [0.13572138, 4.61539260, -42.66032258, 132.13108234, -152.94239396, 59.28637943],
+        [0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604],
+        [0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973],
+    ]
+)
+# tab10 first, so that small label sets get familiar, well separated colours
+_TAB10 = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+)
+
+
+def _colormap(values: np.ndarray, cmap: str) -> np.ndarray:
+    """Float RGB in [0, 1] [..., 3] of `values` in [0, 1]: built-in "turbo" and "gray", else a matplotlib colormap."""
+    x = np.clip(values, 0.0, 1.0)
+    if cmap == "turbo":
+        powers = np.stack([x**k for k in range(6)], axis=-1)
+        return np.clip(powers @ _TURBO_COEFFS.T, 0.0, 1.0)
+    if cmap == "gray":
+        return np.repeat(x[..., None], 3, axis=-1)
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ValueError(f"cmap={cmap!r} needs matplotlib; the built-in colormaps are 'turbo' and 'gray'.") from error
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError as error:
+        raise ValueError(f"Unknown colormap {cmap!r}.") from error
+    return np.asarray(colormap(x))[..., :3]
+
+
+def colorize_depth(
+    depth: torch.Tensor | np.ndarray,
+    cmap: str = "turbo",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    near_is_high: bool = True,
+    invalid_color: tuple[int, int, int] = (0, 0, 0),
+    size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """A depth map [H, W] as a colour PIL image: near pixels at the high end of `cmap` (red for "turbo") with
+    `near_is_high`, far ones at the low end (blue).
+
+    The colour range is [vmin, vmax], by default the 2nd and 98th percentiles of the valid pixels (finite and > 0);
+    invalid pixels get `invalid_color`. size: optional output (width, height), nearest-neighbour resized.
+    """
+    d = depth.detach().float().cpu().numpy() if isinstance(depth, torch.Tensor) else np.asarray(depth, np.float64)
+    if d.ndim == 3 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim != 2:
+        raise ValueError(f"depth must be a 2-D map [H, W], got shape {d.shape}.")
+    d = d.astype(np.float64)
+    valid = np.isfinite(d) & (d > 0)
+    if valid.any():
+        low, high = np.percentile(d[valid], [2, 98])
+    else:
+        low, high = 0.0, 1.0
+    low = low if vmin is None else vmin
+    high = high if vmax is None else vmax
+    t = (d - low) / (high - low) if high > low else np.zeros_like(d)
+    t = np.where(valid, t, 0.0)
+    rgb = _colormap(1.0 - t if near_is_high else t, cmap)
+    rgb = np.round(rgb * 255).astype(np.uint8)
+    rgb[~valid] = np.asarray(invalid_color, dtype=np.uint8)
+    image = Image.fromarray(rgb)
+    return image if size is None else image.resize(tuple(size), Image.Resampling.NEAREST)
+
+
+def label_palette(num_labels: int) -> np.ndarray:
+    """Distinct colours for class indices: uint8 [num_labels, 3]; the 10 tab10 colours, then golden-ratio hues."""
+    colors = [_TAB10[i] for i in range(min(num_labels, len(_TAB10)))]
+    for i in range(len(_TAB10), num_labels):
+        hue = (i * 0.618033988749895) % 1.0
+        value = 0.95 if i % 2 else 0.7
+        rgb = np.asarray(Image.new("HSV", (1, 1), (round(hue * 255), 200, round(value * 255))).convert("RGB"))
+        colors.append(tuple(int(c) for c in rgb[0, 0]))
+    return np.asarray(colors, dtype=np.uint8).reshape(num_labels, 3)
+
+
+def _label_array(labels: torch.Tensor | np.ndarray | Image.Image) -> np.ndarray:
+    if isinstance(labels, torch.Tensor):
+        array = labels.detach().cpu().numpy()
+    else:
+        array = np.asarray(labels)
+    if array.ndim != 2:
+        raise ValueError(f"labels must be a 2-D class map [H, W], got shape {array.shape}.")
+    if array.dtype.kind == "f":
+        raise ValueError(f"labels must hold integer class indices, got dtype {array.dtype}.")
+    return array.astype(np.int64)
+
+
+def colorize_labels(
+    labels: torch.Tensor | np.ndarray | Image.Image,
+    palette: np.ndarray | None = None,
+    ignore_index: int | None = 255,
+    ignore_color: tuple[int, int, int] = (0, 0, 0),
+) -> Image.Image:
+    """A class map [H, W] as a PIL RGB image, one `palette` colour per class (default [`label_palette`])."""
+    array = _label_array(labels)
+    ignored = array == ignore_index if ignore_index is not None else np.zeros(array.shape, bool)
+    scored = array[~ignored]
+    if scored.size and scored.min() < 0:
+        raise ValueError(f"labels must be non-negative class indices, got {scored.min()}.")
+    needed = int(scored.max()) + 1 if scored.size else 0
+    palette = label_palette(max(needed, 1)) if palette is None else np.asarray(palette, dtype=np.uint8)
+    if palette.ndim != 2 or palette.shape[1] != 3 or len(palette) < needed:
+        raise ValueError(f"palette must be [num_labels, 3] with at least {needed} colours, got {palette.shape}.")
+    rgb = palette[np.where(ignored, 0, array)]
+    rgb[ignored] = np.asarray(ignore_color, dtype=np.uint8)
+    return Image.fromarray(rgb)
+
+
+def segmentation_overlay(
+    image: Image.Image,
+    labels: torch.Tensor | np.ndarray | Image.Image,
+    alpha: float = 0.5,
+    palette: np.ndarray | None = None,
+    ignore_index: int | None = 255,
+) -> Image.Image:
+    """`image` (PIL) blended with the colours of a class map: `(1 - alpha) * image + alpha * colour` per pixel, at the
+    image's size (the map is resized by nearest neighbour when its size differs); ignored pixels keep the image."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    array = _label_array(labels)
+    if array.shape != (image.height, image.width):
+        resized = Image.fromarray(array.astype(np.int32)).resize(image.size, Image.Resampling.NEAREST)
+        array = np.asarray(resized).astype(np.int64)
+    colours = np.asarray(colorize_labels(array, palette, ignore_index), dtype=np.float64)
+    base = np.asarray(image.convert("RGB"), dtype=np.float64)
+    blend = (1.0 - alpha) * base + alpha * colours
+    if ignore_index is not None:
+        blend[array == ignore_index] = base[array == ignore_index]
+    return Image.fromarray(np.round(blend).astype(np.uint8))

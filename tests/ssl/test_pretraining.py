@@ -202,3 +202,14 @@ def test_pretrain_script_under_torchrun(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert isinstance(AutoModel.from_pretrained(tmp_path / "run" / "teacher_backbone"), Dinov3HfViTModel)
     assert (tmp_path / "run" / "student_backbone" / "preprocessor_config.json").is_file()
+
+
+def test_shipped_default_model():
+    """B5: the package ships a trained backbone (≤ 25 MB) that loads with from_pretrained."""
+    from dinov3_hf.pretrained_models import default_model_path
+
+    path = default_model_path()
+    assert (path / "model.safetensors").stat().st_size <= 25 * 1024**2
+    model = AutoModel.from_pretrained(path)
+    assert isinstance(model, Dinov3HfViTModel) and model.config.image_size == 28
+    assert model.blocks[0].ls1.gamma.abs().mean() != 0.1  # trained, not the initial LayerScale value

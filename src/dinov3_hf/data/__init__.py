@@ -1,5 +1,31 @@
 """Real image data that is available offline (see the research notes, part B)."""
 
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from .stereo import DepthSample, depth_crops, disparity_to_depth, load_depth_sample, load_motorcycle, load_quokka
+from .textures import (
+    DEFAULT_CLASSES as TEXTURE_CLASSES,
+    TEXTURES,
+    MosaicSample,
+    TextureMosaics,
+    texture,
+    texture_crop_dataset,
+    texture_mosaic_dataset,
+)
 
-__all__ = ["FASHION_MNIST_CLASSES", "load_fashion_mnist"]
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "TEXTURES",
+    "TEXTURE_CLASSES",
+    "DepthSample",
+    "MosaicSample",
+    "TextureMosaics",
+    "depth_crops",
+    "disparity_to_depth",
+    "load_depth_sample",
+    "load_fashion_mnist",
+    "load_motorcycle",
+    "load_quokka",
+    "texture",
+    "texture_crop_dataset",
+    "texture_mosaic_dataset",
+]

@@ -1,4 +1,5 @@
-"""Task models: a DINOv3 backbone with the official linear heads for classification, segmentation and depth."""
+"""Task models: a DINOv3 backbone with the official heads (linear classifier, linear segmentation, linear / DPT
+depth)."""
 
 from .base import Dinov3HfHeadPreTrainedModel
 from .classification import Dinov3HfForImageClassification
@@ -9,10 +10,12 @@ from .configuration import (
     Dinov3HfSemanticSegmentationConfig,
 )
 from .depth import Dinov3HfForDepthEstimation
+from .dpt import DPTHead
 from .losses import SigLoss, logits_to_depth, sig_loss
 from .segmentation import Dinov3HfForSemanticSegmentation
 
 __all__ = [
+    "DPTHead",
     "Dinov3HfDepthEstimationConfig",
     "Dinov3HfForDepthEstimation",
     "Dinov3HfForImageClassification",

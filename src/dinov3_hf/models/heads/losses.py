@@ -13,19 +13,45 @@ SIGLOSS_MEAN_WEIGHT = 0.15  # loss = sqrt(var(g) + 0.15 * mean(g)^2)
 DEPTH_NORM_EPS = 0.1  # "linear" norm: ReLU(logits) + 0.1, then normalised over the bins
 
 
-def depth_bins(n_bins: int, min_depth: float, max_depth: float, strategy: str = "linear", device=None) -> torch.Tensor:
-    """Centres of the depth bins: `linspace(min_depth, max_depth, n_bins)`, or its log-spaced analogue for "log"."""
+MIXLOG_SCALE = 8.0  # CHMv2 was trained on depth / 8: its bins span [min, max / 8] and its output is multiplied by 8
+MIXLOG_MAX_SHIFT = 1e-4  # "mixlog" norm: ReLU(logits) + clamp(-min, 0, 1e-4) + 1e-8, normalised over the bins
+MIXLOG_SHIFT_EPS = 1e-8
+MIXLOG_EPS = 1e-12  # floor of the normaliser, the bins and the depth in the "mixlog" norm
+
+
+def depth_bins(
+    n_bins: int,
+    min_depth: float,
+    max_depth: float,
+    strategy: str = "linear",
+    device=None,
+    mixlog_scale: float = MIXLOG_SCALE,
+) -> torch.Tensor:
+    """Centres of the depth bins: `linspace(min_depth, max_depth, n_bins)`, its log-spaced analogue for "log", or
+    CHMv2's "mixlog": `t * log_bins + (1 - t) * linear_bins` with t going from 1 to 0, both over
+    [min_depth, max_depth / mixlog_scale] (the scale is undone by the "mixlog" norm in `logits_to_depth`)."""
     if strategy == "linear":
         return torch.linspace(min_depth, max_depth, n_bins, device=device)
     if strategy == "log":
         return torch.exp(torch.linspace(math.log(min_depth), math.log(max_depth), n_bins, device=device))
-    raise ValueError(f"bins strategy must be 'linear' or 'log', got {strategy!r}.")
+    if strategy == "mixlog":
+        top = max_depth / mixlog_scale
+        linear = torch.linspace(min_depth, top, n_bins, device=device)
+        # float32 logs of float32 tensors, as the official `create_chmv2_mixlog_bins`
+        log = torch.exp(
+            torch.linspace(torch.log(torch.tensor(min_depth)), torch.log(torch.tensor(top)), n_bins, device=device)
+        )
+        t = torch.linspace(1.0, 0.0, n_bins, device=device)
+        return t * log + (1.0 - t) * linear
+    raise ValueError(f"bins strategy must be 'linear', 'log' or 'mixlog', got {strategy!r}.")
 
 
 def bin_weights(logits: torch.Tensor, strategy: str = "linear") -> torch.Tensor:
     """Per-pixel weights over the bins (dim 1) that sum to 1.
 
-    "linear" (official, AdaBins): (ReLU(logits) + 0.1) / sum; "softmax"; "sigmoid": sigmoid(logits) / sum.
+    "linear" (official, AdaBins): (ReLU(logits) + 0.1) / sum; "softmax"; "sigmoid": sigmoid(logits) / sum;
+    "mixlog" (CHMv2): y = ReLU(logits), (y + clamp(-min(y), 0, 1e-4) + 1e-8) / max(sum, 1e-12), a non-finite sum
+    counting as 1.
     """
     if strategy == "linear":
         weights = torch.relu(logits) + DEPTH_NORM_EPS
@@ -33,8 +59,14 @@ def bin_weights(logits: torch.Tensor, strategy: str = "linear") -> torch.Tensor:
         weights = torch.sigmoid(logits)
     elif strategy == "softmax":
         return torch.softmax(logits, dim=1)
+    elif strategy == "mixlog":
+        y = torch.relu(logits)
+        shift = (-y.amin(dim=1, keepdim=True)).clamp_min(0.0).clamp_max(MIXLOG_MAX_SHIFT) + MIXLOG_SHIFT_EPS
+        y = y + shift
+        denom = torch.nan_to_num(y.sum(dim=1, keepdim=True), nan=1.0, posinf=1.0, neginf=1.0).clamp_min(MIXLOG_EPS)
+        return y / denom
     else:
-        raise ValueError(f"norm strategy must be 'linear', 'softmax' or 'sigmoid', got {strategy!r}.")
+        raise ValueError(f"norm strategy must be 'linear', 'softmax', 'sigmoid' or 'mixlog', got {strategy!r}.")
     return weights / weights.sum(dim=1, keepdim=True)
 
 
@@ -44,10 +76,20 @@ def logits_to_depth(
     max_depth: float,
     bins_strategy: str = "linear",
     norm_strategy: str = "linear",
+    mixlog_scale: float = MIXLOG_SCALE,
 ) -> torch.Tensor:
-    """Bin logits (B, n_bins, h, w) -> depth (B, 1, h, w) = sum over bins of weight * bin centre."""
-    bins = depth_bins(logits.shape[1], min_depth, max_depth, bins_strategy, device=logits.device).to(logits.dtype)
+    """Bin logits (B, n_bins, h, w) -> depth (B, 1, h, w) = sum over bins of weight * bin centre.
+
+    With the "mixlog" norm (CHMv2) the bins are floored at 1e-12, the depth too, and it is multiplied by
+    `mixlog_scale`, as the official `create_outputs_with_chmv2_mixlog_norm`.
+    """
+    bins = depth_bins(
+        logits.shape[1], min_depth, max_depth, bins_strategy, device=logits.device, mixlog_scale=mixlog_scale
+    ).to(logits.dtype)
     weights = bin_weights(logits, norm_strategy)
+    if norm_strategy == "mixlog":
+        depth = (weights * bins.clamp_min(MIXLOG_EPS).view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
+        return depth.clamp_min(MIXLOG_EPS) * mixlog_scale
     return torch.einsum("bkhw,k->bhw", weights, bins).unsqueeze(1)
 
 
