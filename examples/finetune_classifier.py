@@ -22,39 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import load_dataset
-from transformers import AutoImageProcessor, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
-from dinov3_hf import Dinov3HfImageProcessor, Dinov3HfViTConfig, Dinov3HfViTModel
 from dinov3_hf.data import TextureMosaics, load_fashion_mnist
 from dinov3_hf.metrics import load_metric
 from dinov3_hf.models.heads import Dinov3HfForImageClassification
-
-
-def load_backbone(spec: str | None, seed: int = 0):
-    """(backbone model or checkpoint path, processor): `None` is the shipped default model, "random" a tiny random
-    ViT with 4-pixel patches (for tests), anything else a checkpoint folder or Hub id."""
-    if spec == "random":
-        torch.manual_seed(seed)
-        config = Dinov3HfViTConfig.from_preset(
-            "vits16", hidden_size=32, num_attention_heads=2, num_hidden_layers=2, patch_size=4, layerscale_init=0.1
-        )
-        return Dinov3HfViTModel(config).eval(), Dinov3HfImageProcessor.for_model_config(config)
-    if spec is None:
-        from dinov3_hf.pretrained_models import default_model_path
-
-        try:
-            spec = str(default_model_path())
-        except FileNotFoundError as err:
-            raise SystemExit(f"{err}\nPass --backbone PATH (or --backbone random for a tiny random ViT).") from err
-    try:
-        processor = AutoImageProcessor.from_pretrained(spec)
-    except (OSError, ValueError):
-        processor = None
-    if not isinstance(processor, Dinov3HfImageProcessor):
-        from transformers import AutoConfig
-
-        processor = Dinov3HfImageProcessor.for_model_config(AutoConfig.from_pretrained(spec))
-    return spec, processor
+from dinov3_hf.pretrained_models import load_backbone
 
 
 def write_image_folder(root: Path, source: str, per_class: dict[str, int], image_size: int, seed: int) -> list[str]:
