@@ -30,8 +30,9 @@ from transformers.utils import IMAGE_PROCESSOR_NAME
 from transformers.utils.hub import cached_file
 
 from .convert import FORMATS, CheckpointError, convert_checkpoint, load_model
+from .models.dinotxt import DINOTXT_PRESETS
 from .pretrained_models import DEFAULT_MODEL, default_model_path
-from .processing import Dinov3HfImageProcessor
+from .processing import Dinov3HfDinoTxtProcessor, Dinov3HfImageProcessor
 from .viz import colorize_depth, label_palette, pca_image, segmentation_overlay
 
 DEFAULT_GRID = 28  # default --size: 28 output tokens along the shorter image side
@@ -220,16 +221,46 @@ def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("dst", type=Path, metavar="DST")
     parser.add_argument("--arch", help="preset of an official .pth SRC (required for it), e.g. vits16, vit7b16_sat")
     parser.add_argument("--to", choices=FORMATS, default="dinov3_hf", help="target format (default dinov3_hf)")
+    parser.add_argument(
+        "--backbone",
+        help=(
+            "dino.txt only (--arch dinov3_vitl16_dinotxt_tet1280d20h24l): the backbone checkpoint that goes with the "
+            "official vision-head-and-text-encoder SRC (an official .pth, read with --backbone-arch, or a folder); "
+            "DST receives one folder with the model, its image processor and tokenizer"
+        ),
+    )
+    parser.add_argument("--backbone-arch", help="preset of an official .pth --backbone (default: the dino.txt preset's)")
     parser.set_defaults(func=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     """The `convert` command: see `_add_convert_parser`."""
+    if args.arch in DINOTXT_PRESETS or args.backbone:
+        return _convert_dinotxt(args)
     try:
         out = convert_checkpoint(args.src, args.dst, arch=args.arch, to=args.to)
     except CheckpointError as err:
         raise CliError(str(err)) from err
     print(f"Wrote {args.to} checkpoint to {out}", file=sys.stderr)
+    return 0
+
+
+def _convert_dinotxt(args: argparse.Namespace) -> int:
+    from .convert.dinotxt import load_official_dinotxt
+
+    if args.arch not in DINOTXT_PRESETS or not args.backbone or args.to != "dinov3_hf":
+        raise CliError(
+            "a dino.txt checkpoint converts with --arch (one of "
+            f"{', '.join(DINOTXT_PRESETS)}), --backbone BACKBONE and --to dinov3_hf; got --arch {args.arch!r}, "
+            f"--backbone {args.backbone!r}, --to {args.to!r}."
+        )
+    try:
+        model = load_official_dinotxt(args.src, args.backbone, arch=args.arch, backbone_arch=args.backbone_arch)
+    except (CheckpointError, OSError) as err:
+        raise CliError(str(err)) from err
+    model.save_pretrained(args.dst)
+    Dinov3HfDinoTxtProcessor.for_model_config(model.config, image_size=512).save_pretrained(args.dst)
+    print(f"Wrote dino.txt model, image processor and tokenizer to {args.dst}", file=sys.stderr)
     return 0
 
 
@@ -399,24 +430,93 @@ def run_segment(args: argparse.Namespace) -> int:
         num_labels = output.logits.shape[1]
         sizes = [(image.height, image.width)]
         labels = predictor.processor.post_process_semantic_segmentation(output, target_sizes=sizes)[0].cpu().numpy()
-        palette = label_palette(num_labels)
-        if num_labels <= 256:
-            mask = Image.fromarray(labels.astype(np.uint8))
-            mask.putpalette(palette.reshape(-1).tolist())  # mode L -> P: the values stay the class indices
-        else:
-            mask = Image.fromarray(labels.astype(np.uint16))
-        mask.save(args.out / f"{path.stem}_mask.png")
-        segmentation_overlay(image, labels, alpha=args.alpha, palette=palette, ignore_index=None).save(
-            args.out / f"{path.stem}_overlay.png"
-        )
-        # the classes present, by area
-        ids, counts = np.unique(labels, return_counts=True)
-        order = np.argsort(-counts)
-        summary = ", ".join(
-            f"{id2label.get(int(ids[i]), int(ids[i]))} {counts[i] / labels.size:.0%}" for i in order
-        )
-        print(f"{path.name}: {summary}", file=sys.stderr)
+        _write_label_map(args.out, path, image, labels, num_labels, id2label, args.alpha)
     print(f"Wrote segmentation of {len(predictor.paths)} image(s) to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _write_label_map(
+    out: Path, path: Path, image: Image.Image, labels: np.ndarray, num_labels: int, id2label: dict, alpha: float
+) -> None:
+    """Write OUT/<stem>_mask.png (class indices; a palette PNG up to 256 classes, else 16-bit) and
+    OUT/<stem>_overlay.png, and print the classes present by area."""
+    palette = label_palette(num_labels)
+    if num_labels <= 256:
+        mask = Image.fromarray(labels.astype(np.uint8))
+        mask.putpalette(palette.reshape(-1).tolist())  # mode L -> P: the values stay the class indices
+    else:
+        mask = Image.fromarray(labels.astype(np.uint16))
+    mask.save(out / f"{path.stem}_mask.png")
+    segmentation_overlay(image, labels, alpha=alpha, palette=palette, ignore_index=None).save(
+        out / f"{path.stem}_overlay.png"
+    )
+    ids, counts = np.unique(labels, return_counts=True)
+    order = np.argsort(-counts)
+    summary = ", ".join(f"{id2label.get(int(ids[i]), int(ids[i]))} {counts[i] / labels.size:.0%}" for i in order)
+    print(f"{path.name}: {summary}", file=sys.stderr)
+
+
+# -- segment-text ------------------------------------------------------------------------------------------------------
+
+
+def _add_segment_text_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "segment-text",
+        help="open-vocabulary segmentation with a dino.txt model: label every pixel with one of free-text classes",
+        description=(
+            "For each IMAGE write OUT/<stem>_mask.png (the index of the winning --labels entry per pixel, at the "
+            "image's size, as a palette PNG) and OUT/<stem>_overlay.png (the image blended with the class colours), "
+            "by dino.txt's official procedure: prompt-template averaging of the patch-aligned text embeddings, "
+            "sliding windows with overlap averaging, per-pixel argmax."
+        ),
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (anything PIL reads)")
+    parser.add_argument("--labels", "-l", required=True, help='comma-separated class names, e.g. "cat,grass,sky"')
+    parser.add_argument(
+        "--model", "-m", required=True,
+        help="a saved dino.txt folder (model, image processor and tokenizer), e.g. from `dinov3-hf convert` of the "
+        "official checkpoint or from training/train_dinotxt.py",
+    )
+    parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument("--size", type=int, default=512, help="shorter image side before the model (default 512)")
+    parser.add_argument("--window", type=int, default=384, help="sliding window side in pixels (default 384)")
+    parser.add_argument("--stride", type=int, default=192, help="sliding window stride in pixels (default 192)")
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="opacity of the class colours in the overlay, 0..1 (default 0.5)"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda; default cpu")
+    parser.set_defaults(func=run_segment_text)
+
+
+def run_segment_text(args: argparse.Namespace) -> int:
+    """The `segment-text` command: see `_add_segment_text_parser`."""
+    from transformers import pipeline
+
+    from .pipelines import OPEN_VOCAB_SEGMENTATION_TASK
+
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    if not labels:
+        raise CliError(f'--labels needs at least one class name, e.g. --labels "cat,grass,sky"; got {args.labels!r}.')
+    if not 0.0 <= args.alpha <= 1.0:
+        raise CliError(f"--alpha must be in [0, 1], got {args.alpha}.")
+    if args.size < 1 or args.window < 1 or not 1 <= args.stride <= args.window:
+        raise CliError(
+            f"need --size >= 1, --window >= 1 and 1 <= --stride <= --window; got {args.size}, {args.window}, "
+            f"{args.stride}."
+        )
+    paths = _check_image_paths(args.images)
+    try:
+        segmenter = pipeline(OPEN_VOCAB_SEGMENTATION_TASK, model=str(args.model), device=args.device)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise CliError(f"cannot load dino.txt model {str(args.model)!r}: {err}") from err
+    args.out.mkdir(parents=True, exist_ok=True)
+    names = dict(enumerate(labels))
+    for path in tqdm(paths, desc="segment-text", unit="image"):
+        image = _read_image(path).convert("RGB")
+        result = segmenter(image, candidate_labels=labels, shortest_edge=args.size, window=args.window, stride=args.stride)
+        label_map = result["segmentation"].cpu().numpy()
+        _write_label_map(args.out, path, image, label_map, len(labels), names, args.alpha)
+    print(f"Wrote open-vocabulary segmentation of {len(paths)} image(s) to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -427,6 +527,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_convert_parser,
     _add_depth_parser,
     _add_segment_parser,
+    _add_segment_text_parser,
 )
 
 

@@ -10,7 +10,11 @@ from transformers import (
     AutoModelForDepthEstimation,
     AutoModelForImageClassification,
     AutoModelForSemanticSegmentation,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+    AutoTokenizer,
 )
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .models.convnext import Dinov3HfConvNextBackbone, Dinov3HfConvNextConfig, Dinov3HfConvNextModel
 from .models.heads import (
@@ -21,8 +25,10 @@ from .models.heads import (
     Dinov3HfImageClassificationConfig,
     Dinov3HfSemanticSegmentationConfig,
 )
+from .models.dinotxt import Dinov3HfDinoTxtConfig, Dinov3HfDinoTxtModel, Dinov3HfDinoTxtTokenizer
 from .models.vit import Dinov3HfViTBackbone, Dinov3HfViTConfig, Dinov3HfViTModel
-from .processing import Dinov3HfImageProcessor
+from .pipelines import OPEN_VOCAB_SEGMENTATION_TASK, OpenVocabularySegmentationPipeline
+from .processing import Dinov3HfDinoTxtProcessor, Dinov3HfImageProcessor
 
 BACKBONES = (
     (Dinov3HfViTConfig, Dinov3HfViTModel, Dinov3HfViTBackbone),
@@ -34,11 +40,13 @@ TASK_MODELS = (
     (Dinov3HfImageClassificationConfig, AutoModelForImageClassification, Dinov3HfForImageClassification),
     (Dinov3HfSemanticSegmentationConfig, AutoModelForSemanticSegmentation, Dinov3HfForSemanticSegmentation),
     (Dinov3HfDepthEstimationConfig, AutoModelForDepthEstimation, Dinov3HfForDepthEstimation),
+    (Dinov3HfDinoTxtConfig, AutoModelForZeroShotImageClassification, Dinov3HfDinoTxtModel),
 )
 
 
 def register_auto_classes() -> None:
-    """Register configs, models, backbones, task models and the image processor; safe to call more than once."""
+    """Register configs, models, backbones, task models, the image processor, dino.txt's tokenizer and processor,
+    and the open-vocabulary segmentation pipeline task; safe to call more than once."""
     for config_class, model_class, backbone_class in BACKBONES:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, model_class, exist_ok=True)
@@ -56,4 +64,14 @@ def register_auto_classes() -> None:
             config_class,
             image_processor_classes={"torchvision": Dinov3HfImageProcessor, "pil": Dinov3HfImageProcessor},
             exist_ok=True,
+        )
+    AutoModel.register(Dinov3HfDinoTxtConfig, Dinov3HfDinoTxtModel, exist_ok=True)
+    AutoTokenizer.register(Dinov3HfDinoTxtConfig, tokenizer_class=Dinov3HfDinoTxtTokenizer, exist_ok=True)
+    AutoProcessor.register(Dinov3HfDinoTxtConfig, Dinov3HfDinoTxtProcessor, exist_ok=True)
+    if OPEN_VOCAB_SEGMENTATION_TASK not in PIPELINE_REGISTRY.get_supported_tasks():  # re-registering warns
+        PIPELINE_REGISTRY.register_pipeline(
+            OPEN_VOCAB_SEGMENTATION_TASK,
+            pipeline_class=OpenVocabularySegmentationPipeline,
+            pt_model=AutoModelForZeroShotImageClassification,
+            type="multimodal",
         )

@@ -1,11 +1,13 @@
-"""Image preprocessing for the DINOv3 backbones."""
+"""Image preprocessing for the DINOv3 backbones, and the dino.txt image + text processor."""
 
 from __future__ import annotations
 
+from .dinotxt_processing import Dinov3HfDinoTxtProcessor
 from .image_processing import SUPPORTED_PIL_MODES, Dinov3HfImageProcessor, snap_to_multiple, target_size
 
 
 __all__ = [
+    "Dinov3HfDinoTxtProcessor",
     "SUPPORTED_PIL_MODES",
     "Dinov3HfImageProcessor",
     "snap_to_multiple",

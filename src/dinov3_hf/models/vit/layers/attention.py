@@ -33,13 +33,17 @@ class SelfAttention(nn.Module):
     """softmax(q k^T / sqrt(head_dim)) v per head, with RoPE applied to q and k of the patch tokens.
 
     Takes a list of token tensors (crops of different resolutions): the projections run once on all tokens,
-    attention runs per crop with that crop's (sin, cos).
+    attention runs per crop with that crop's (sin, cos), or without RoPE where it is None. `causal=True` lets
+    token i attend to tokens j <= i only (the dino.txt text tower).
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, mask_k_bias: bool, proj_bias: bool):
+    def __init__(
+        self, dim: int, num_heads: int, qkv_bias: bool, mask_k_bias: bool, proj_bias: bool, causal: bool = False
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
+        self.causal = causal
         if qkv_bias and mask_k_bias:
             self.qkv = LinearKMaskedBias(dim, 3 * dim)
         else:
@@ -54,7 +58,7 @@ class SelfAttention(nn.Module):
             q, k, v = qkv.unbind(0)
         else:  # rotate q and k in one call
             (q, k), v = apply_rope(qkv[:2], *rope).unbind(0), qkv[2]
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return out.transpose(1, 2).reshape(batch, tokens, -1)
 
     def forward(

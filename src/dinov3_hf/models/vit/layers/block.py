@@ -21,6 +21,8 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
     Norms, projections and the FFN run once on the tokens of all crops; attention runs per crop.
     In training with drop_path_rate p > 0, each residual branch runs on a random subset of
     max(int(B * (1 - p)), 1) samples of each crop, and is added back scaled by B / subset.
+    `ropes` entries of None run attention without RoPE (the dino.txt vision head); `causal` masks attention to
+    earlier tokens (the dino.txt text tower); `layerscale_init=None` drops LayerScale.
     """
 
     def __init__(
@@ -36,10 +38,13 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
         layer_norm_eps: float = 1e-5,
         layerscale_init: float | None = 1e-5,
         drop_path_rate: float = 0.0,
+        causal: bool = False,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=layer_norm_eps)
-        self.attn = SelfAttention(dim, num_heads, qkv_bias=qkv_bias, mask_k_bias=mask_k_bias, proj_bias=proj_bias)
+        self.attn = SelfAttention(
+            dim, num_heads, qkv_bias=qkv_bias, mask_k_bias=mask_k_bias, proj_bias=proj_bias, causal=causal
+        )
         self.ls1 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=layer_norm_eps)
         self.mlp = FFN_TYPES[ffn_type](dim, ffn_hidden, bias=ffn_bias)
