@@ -9,22 +9,9 @@ continues the last checkpoint in the output folder. At the end the teacher and s
 `from_pretrained` folders in the output folder.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from dinov3_hf.ssl.pretraining import run_pretraining
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML file with recipe / data / training sections")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the YAML")
-    args = parser.parse_args(argv)
-    run_pretraining(args.config, args.overrides)
-    return 0
-
+from dinov3_hf.ssl.pretraining import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(description=__doc__))

@@ -78,9 +78,30 @@ class MultiCropCollator:
         return batch
 
 
+class MixedResolutionCollator:
+    """Collates a batch with the collator of its samples' `resolution` index (one `MultiCropCollator` per crop-size
+    triple; see `resolutions.MixedResolutionBatchSampler`)."""
+
+    def __init__(self, collators: list[MultiCropCollator]) -> None:
+        if not collators:
+            raise ValueError("MixedResolutionCollator needs at least one collator.")
+        self.collators = collators
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Tensor]:
+        resolutions = {sample.get("resolution") for sample in samples}
+        if len(resolutions) != 1 or None in resolutions:
+            raise ValueError(
+                f"Every sample of a mixed-resolution batch needs the same 'resolution' index, got {sorted(map(str, resolutions))}: "
+                "use MixedResolutionBatchSampler as the DataLoader's batch_sampler."
+            )
+        (resolution,) = resolutions
+        return self.collators[resolution](samples)
+
+
 class SeededSamples(Dataset):
     """Adds `sample_seed` = f(seed, epoch, index) to each sample of `dataset`, so that the crops and masks of a sample
     depend only on (seed, epoch, index): not on the process, the dataloader worker or where a run was resumed.
+    Indexed by `(index, resolution)` (from `MixedResolutionBatchSampler`), the sample also carries `resolution`.
 
     The trainer calls `set_epoch` at the start of every epoch.
     """
@@ -94,6 +115,10 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, resolution = key if isinstance(key, tuple) else (key, None)
         seed = ((self.seed * 1_000_003 + self.epoch) * 2_147_483_647 + int(index)) % 2**62
-        return {**self.dataset[index], "sample_seed": seed}
+        sample = {**self.dataset[index], "sample_seed": seed}
+        if resolution is not None:
+            sample["resolution"] = resolution
+        return sample

@@ -12,12 +12,52 @@ import yaml
 
 @dataclass
 class HeadConfig:
-    """A DINO / iBOT projection head: MLP (n_layers) -> L2 norm -> bias-free linear to `prototypes`."""
+    """A DINO / iBOT projection head: MLP (n_layers) -> L2 norm -> bias-free linear to `prototypes`.
+
+    `last_layer_init_std`: std of the prototypes' init (official 0.02). `normalize_prototypes`: L2-normalise the
+    prototypes in the forward, so the scores are cosines (DINO v1's weight-normalised last layer; DINOv3 has none).
+    The scores are bounded by the prototypes' norms (the bottleneck is unit-norm): with DINOv3's plain layer at std 0.02
+    they differ between samples by ~1e-2, the Sinkhorn-Knopp targets stay almost uniform for thousands of steps and a
+    short run learns little from DINO / iBOT. Small runs learn faster with normalised prototypes.
+    """
 
     prototypes: int = 65536
     hidden_dim: int = 2048
     bottleneck_dim: int = 256
     n_layers: int = 3
+    last_layer_init_std: float = 0.02
+    normalize_prototypes: bool = False
+
+
+@dataclass
+class GramConfig:
+    """Gram anchoring (official_dinov3.md §6.5): `loss += weight(it) · GramLoss(student patches, Gram teacher patches)`.
+
+    The Gram teacher is a frozen backbone: loaded from `teacher_checkpoint` (a backbone in any format, or a training
+    checkpoint folder, whose EMA teacher backbone is used), else copied from the EMA teacher after `teacher_from_ema_at`
+    steps (0: at the start). With `update_frequency` it is overwritten by the EMA teacher after every step `it` with
+    it + 1 >= `first_update` and (it + 1) % `update_frequency` == 0, at most `max_updates` times.
+    `teacher_size`: side of the Gram teacher's crops (undistorted views of the global crops' base crops; its patch
+    tokens are downsampled bicubically to the student grid); None: the teacher sees the student's global crops.
+    """
+
+    weight: dict[str, Any] = field(default_factory=lambda: {"kind": "constant", "value": 1.0})
+    teacher_size: int | None = None
+    teacher_checkpoint: str | None = None
+    teacher_from_ema_at: int = 0
+    update_frequency: int | None = None
+    first_update: int = 0
+    max_updates: int = 0
+
+
+@dataclass
+class CropResolution:
+    """One (global, local, Gram-teacher) crop-size triple of a mixed-resolution run and its probability (§6.7)."""
+
+    global_size: int
+    local_size: int
+    gram_size: int | None = None
+    probability: float = 1.0
 
 
 @dataclass
@@ -31,6 +71,9 @@ class PretrainConfig:
     # model: a backbone preset with overrides ({"preset": "vits16", "num_hidden_layers": 4, ...}) or a checkpoint
     backbone: dict[str, Any] = field(default_factory=lambda: {"preset": "vits16", "drop_path_rate": 0.0})
     backbone_checkpoint: str | None = None
+    # a training checkpoint folder (checkpoint-N, or a run's output folder) to start student, teacher and heads from:
+    # its EMA teacher initialises both (official `resume_from_teacher_chkpt`); optimizer and step start afresh
+    init_from: str | None = None
     dino_head: HeadConfig = field(default_factory=HeadConfig)
     ibot_head: HeadConfig = field(default_factory=HeadConfig)
     # crops and masks
@@ -40,6 +83,10 @@ class PretrainConfig:
     global_scale: tuple[float, float] = (0.32, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.32)
     horizontal_flips: bool = False
+    # mixed resolutions (high-resolution adaptation): one triple drawn per batch with a seeded RNG, the same on every
+    # rank; when set it replaces global_size / local_size / gram.teacher_size
+    resolutions: list[CropResolution] | None = None
+    resolution_seed: int = 65537
     mask_probability: float = 0.5
     mask_ratio_range: tuple[float, float] = (0.1, 0.5)
     # losses
@@ -49,9 +96,11 @@ class PretrainConfig:
     )
     sinkhorn_iterations: int = 3
     dino_loss_weight: float = 1.0
+    dino_local_weight: dict[str, Any] = field(default_factory=lambda: {"kind": "constant", "value": 1.0})
     ibot_loss_weight: float = 1.0
     koleo_loss_weight: float = 0.1
     koleo_group_size: int | None = None  # None: per-device KoLeo; else distributed KoLeo over groups of this size
+    gram: GramConfig | None = None  # None: no Gram anchoring
     # optimisation
     lr: dict[str, Any] = field(default_factory=lambda: {"kind": "warmup_cosine", "warmup_iters": 10, "total_iters": 100,
                                                         "start": 0.0, "peak": 1e-3, "end": 1e-6})
@@ -67,6 +116,17 @@ class PretrainConfig:
     adamw_betas: tuple[float, float] = (0.9, 0.999)
     max_consecutive_nan: int = 2
 
+    def __post_init__(self) -> None:
+        if self.resolutions is not None:
+            probabilities = [r.probability for r in self.resolutions]
+            if not probabilities or min(probabilities) <= 0 or abs(sum(probabilities) - 1.0) > 1e-6:
+                raise ValueError(
+                    f"recipe.resolutions needs at least one entry, each with probability > 0, summing to 1; got "
+                    f"probabilities {probabilities}."
+                )
+        if self.gram is not None and self.gram.update_frequency is not None and self.gram.update_frequency < 1:
+            raise ValueError(f"gram.update_frequency must be >= 1 (or null for no refresh), got {self.gram.update_frequency}.")
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PretrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
@@ -77,6 +137,10 @@ class PretrainConfig:
         for name in ("dino_head", "ibot_head"):
             if isinstance(values.get(name), dict):
                 values[name] = HeadConfig(**values[name])
+        if isinstance(values.get("gram"), dict):
+            values["gram"] = GramConfig(**values["gram"])
+        if values.get("resolutions") is not None:
+            values["resolutions"] = [CropResolution(**r) if isinstance(r, dict) else r for r in values["resolutions"]]
         for name in ("global_scale", "local_scale", "mask_ratio_range", "adamw_betas"):
             if name in values:
                 values[name] = tuple(values[name])
@@ -84,6 +148,75 @@ class PretrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class StudentConfig:
+    """One distillation student: a backbone (`{"family": "vit" | "convnext", "preset": ..., **overrides}`, or a
+    checkpoint), its heads (same prototype counts as the teacher's), and the ranks [start, end) that train it
+    (None: every rank)."""
+
+    name: str
+    backbone: dict[str, Any]
+    backbone_checkpoint: str | None = None
+    dino_head: HeadConfig = field(default_factory=HeadConfig)
+    ibot_head: HeadConfig = field(default_factory=HeadConfig)
+    ranks: tuple[int, int] | None = None
+
+
+@dataclass
+class DistillationConfig(PretrainConfig):
+    """Multi-student distillation (official_dinov3.md §6.7 "Distillation"): the inherited `backbone`, `dino_head` and
+    `ibot_head` describe the frozen teacher, whose weights are the EMA teacher of `teacher_checkpoint` (a training
+    checkpoint folder); each of `students` learns DINO + iBOT + KoLeo against its targets on unmasked crops.
+
+    Crop sizes (`global_size`, `local_size`) are the teacher's. A student whose output stride is s times the teacher's
+    patch size (a ConvNeXt, stride 32, under a ViT/16 teacher: s = 2) sees crops s times larger, so that every model
+    has the same token grid; the collator makes the crops at the largest s and the others get bicubic downsamples.
+    `momentum` is the schedule of the students' EMA copies (kept for evaluation).
+    """
+
+    teacher_checkpoint: str | None = None
+    students: list[StudentConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.teacher_checkpoint is None:
+            raise ValueError("Distillation needs recipe.teacher_checkpoint: a training checkpoint folder of the teacher.")
+        if not self.students:
+            raise ValueError("Distillation needs at least one entry in recipe.students.")
+        unused = [name for name in ("gram", "init_from", "resolutions", "koleo_group_size") if getattr(self, name) is not None]
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)} are not used in distillation (KoLeo is per device, as in the official recipe); "
+                "remove them from the recipe."
+            )
+        names = [student.name for student in self.students]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Student names must be unique, got {names}.")
+        for student in self.students:
+            for kind in ("dino_head", "ibot_head"):
+                ours, teachers = getattr(student, kind).prototypes, getattr(self, kind).prototypes
+                if ours != teachers:
+                    raise ValueError(
+                        f"Student {student.name!r}: {kind}.prototypes is {ours} but the teacher's is {teachers}; "
+                        "students must score the teacher's prototypes."
+                    )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DistillationConfig":
+        values = dict(values)
+        students = []
+        for student in values.pop("students", []):
+            student = dict(student)
+            for kind in ("dino_head", "ibot_head"):
+                if isinstance(student.get(kind), dict):
+                    student[kind] = HeadConfig(**student[kind])
+            if student.get("ranks") is not None:
+                student["ranks"] = tuple(student["ranks"])
+            students.append(StudentConfig(**student))
+        values["students"] = students
+        return super().from_dict(values)
 
 
 def load_yaml_with_overrides(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:

@@ -1,66 +1,231 @@
-"""Student / EMA-teacher forward and loss assembly for DINOv3 pretraining (official_dinov3.md §6.1–6.4)."""
+"""Student / EMA-teacher forward and loss assembly for DINOv3 pretraining, Gram anchoring and high-resolution
+adaptation (official_dinov3.md §6.1–6.5)."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import os
+from pathlib import Path
+from typing import Any
 
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..models.convnext import Dinov3HfConvNextConfig, Dinov3HfConvNextModel
 from ..models.vit import Dinov3HfViTConfig, Dinov3HfViTModel
 from .config import HeadConfig, PretrainConfig
 from .heads import DINOHead
 from .losses.dino import DINOLoss
+from .losses.gram import GramLoss, downsample_patch_tokens
 from .losses.ibot import IBOTPatchLoss, masks_weight
 from .losses.koleo import DistributedKoLeoLoss, KoLeoLoss
 from .losses.sinkhorn import sinkhorn_knopp
 from .schedules import make_schedule
-from .teachers import make_teacher
+from .teachers import ema_update, make_teacher
 
 
-def build_backbone(recipe: PretrainConfig) -> Dinov3HfViTModel:
-    """The student backbone: a preset with overrides, or a checkpoint in any format (`backbone_checkpoint`)."""
-    if recipe.backbone_checkpoint is not None:
+BACKBONE_FAMILIES = {"vit": (Dinov3HfViTConfig, Dinov3HfViTModel), "convnext": (Dinov3HfConvNextConfig, Dinov3HfConvNextModel)}
+
+
+def build_backbone(
+    settings: dict[str, Any], checkpoint: str | None = None
+) -> Dinov3HfViTModel | Dinov3HfConvNextModel:
+    """A backbone from `{"family": "vit" | "convnext" (default vit), "preset": name, **config overrides}`, or from a
+    checkpoint in any format (`checkpoint`, with the settings as config overrides), in training mode."""
+    settings = dict(settings)
+    family = settings.pop("family", "vit")
+    if family not in BACKBONE_FAMILIES:
+        raise ValueError(f"Unknown backbone family {family!r}; expected one of {', '.join(BACKBONE_FAMILIES)}.")
+    preset = settings.pop("preset", None)
+    if checkpoint is not None:
         from ..convert import load_model
 
-        overrides = {k: v for k, v in recipe.backbone.items() if k != "preset"}
-        return load_model(recipe.backbone_checkpoint, arch=recipe.backbone.get("preset"), **overrides).train()
-    settings = dict(recipe.backbone)
-    preset = settings.pop("preset", None)
-    config = Dinov3HfViTConfig.from_preset(preset, **settings) if preset else Dinov3HfViTConfig(**settings)
-    return Dinov3HfViTModel(config)
+        return load_model(checkpoint, arch=preset, **settings).train()
+    config_class, model_class = BACKBONE_FAMILIES[family]
+    config = config_class.from_preset(preset, **settings) if preset else config_class(**settings)
+    return model_class(config)
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The model state of a training checkpoint: `path/model.safetensors`, or that of the last `checkpoint-N` in
+    `path` (a run's output folder). Keys are `student.*`, `teacher.*` (and `gram_teacher.*`)."""
+    folder = Path(path)
+    if not (folder / "model.safetensors").is_file():
+        last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+        if last is None:
+            raise FileNotFoundError(
+                f"{path} is neither a training checkpoint folder (with model.safetensors) nor a run folder with "
+                "checkpoint-N subfolders."
+            )
+        folder = Path(last)
+    return load_file(folder / "model.safetensors")
+
+
+def submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Entries of `state` under `prefix.`, with the prefix stripped."""
+    found = {key[len(prefix) + 1 :]: value for key, value in state.items() if key.startswith(prefix + ".")}
+    if not found:
+        roots = sorted({key.split(".")[0] for key in state})
+        raise KeyError(f"The checkpoint has no {prefix!r} weights; its top-level modules are {roots}.")
+    return found
 
 
 def build_head(in_dim: int, head: HeadConfig) -> DINOHead:
     return DINOHead(in_dim, head.prototypes, hidden_dim=head.hidden_dim, bottleneck_dim=head.bottleneck_dim,
-                    n_layers=head.n_layers)
+                    n_layers=head.n_layers, last_layer_init_std=head.last_layer_init_std,
+                    normalize_prototypes=head.normalize_prototypes)
+
+
+def check_crops(global_crops: torch.Tensor, local_crops: torch.Tensor, masks: torch.Tensor) -> None:
+    """2B global crops with 2B mask rows, and a whole number of local crops per sample."""
+    n_global = global_crops.shape[0]
+    if n_global % 2 or masks.shape[0] != n_global or local_crops.shape[0] % (n_global // 2 or 1):
+        raise ValueError(
+            f"Expected 2B global crops, 2B mask rows and L·B local crops; got {n_global} global crops, "
+            f"{masks.shape[0]} mask rows and {local_crops.shape[0]} local crops."
+        )
+
+
+class StudentObjective(nn.Module):
+    """DINO + iBOT + KoLeo of one student against teacher targets (official_dinov3.md §6.2–6.4):
+
+      dino_global = DINO(global CLS vs teacher, same view skipped), dino_local = DINO(local CLS vs teacher),
+      ibot = iBOT(patch tokens at the masked positions vs teacher), koleo = mean over the 2 views of KoLeo(CLS),
+      loss = w_dino·(2L/(2L+2))·λ_local(it)·dino_local + w_dino·(2/(2L+2))·dino_global + w_ibot·ibot + 2·w_koleo·koleo.
+    With `mask_inputs` the student's global crops are masked (pretraining); otherwise (distillation) it sees them
+    whole and iBOT is still trained at the masked positions.
+    """
+
+    def __init__(self, recipe: PretrainConfig):
+        super().__init__()
+        self.recipe = recipe
+        self.dino_loss = DINOLoss(recipe.student_temp)
+        self.ibot_loss = IBOTPatchLoss(recipe.student_temp)
+        self.koleo_loss = KoLeoLoss() if recipe.koleo_group_size is None else DistributedKoLeoLoss(recipe.koleo_group_size)
+        self.dino_local_weight = make_schedule(recipe.dino_local_weight)
+
+    def forward(
+        self,
+        student: nn.ModuleDict,
+        teacher_cls: torch.Tensor,
+        teacher_patches: torch.Tensor,
+        global_crops: torch.Tensor,
+        local_crops: torch.Tensor,
+        masks: torch.Tensor,
+        iteration: int,
+        mask_inputs: bool,
+    ) -> tuple[dict[str, torch.Tensor], Any]:
+        """(losses, the student's output on the global crops); teacher_cls [2B, K], teacher_patches [M, K]."""
+        n_global = global_crops.shape[0]
+        batch = n_global // 2
+        n_local = local_crops.shape[0] // batch
+        out_global, out_local = student["backbone"](
+            [global_crops, local_crops], **({"bool_masked_pos": [masks, None]} if mask_inputs else {})
+        )
+        cls_logits = student["dino_head"](torch.cat([out_global.pooler_output, out_local.pooler_output]))
+        global_logits = cls_logits[:n_global].view(2, batch, -1)
+        local_logits = cls_logits[n_global:].view(n_local, batch, -1)
+        patch_logits = student["ibot_head"](out_global.patch_tokens[masks])
+        teacher_cls = teacher_cls.view(2, batch, -1)
+        losses = {
+            "dino_global": self.dino_loss(global_logits, teacher_cls, ignore_diagonal=True),
+            "dino_local": self.dino_loss(local_logits, teacher_cls),
+            "ibot": self.ibot_loss(patch_logits, teacher_patches, masks_weight(masks), n_images=n_global),
+            "koleo": torch.stack([self.koleo_loss(view) for view in out_global.pooler_output.view(2, batch, -1)]).mean(),
+        }
+        recipe = self.recipe
+        local_terms, global_terms = 2 * n_local, 2
+        losses["loss"] = (
+            recipe.dino_loss_weight * local_terms / (local_terms + global_terms) * self.dino_local_weight(iteration)
+            * losses["dino_local"]
+            + recipe.dino_loss_weight * global_terms / (local_terms + global_terms) * losses["dino_global"]
+            + recipe.ibot_loss_weight * losses["ibot"]
+            + 2 * recipe.koleo_loss_weight * losses["koleo"]
+        )
+        return losses, out_global
 
 
 class SSLMetaArch(nn.Module):
-    """`student` = {backbone, dino_head, ibot_head}; `teacher` = its EMA copy (no gradients, eval mode).
+    """`student` = {backbone, dino_head, ibot_head}; `teacher` = its EMA copy (no gradients, eval mode); with
+    `recipe.gram`, `gram_teacher` = a frozen backbone (see `GramConfig`) and `gram_updates` counts its refreshes.
 
-    forward(global_crops [2B,3,G,G], local_crops [L·B,3,l,l], masks [2B,N], iteration) returns the losses:
-      dino_global = DINO(student global CLS vs teacher, same view skipped), dino_local = DINO(student local CLS vs
-      teacher), ibot = iBOT(student masked patches vs teacher), koleo = mean over the 2 views of KoLeo(student CLS),
-      loss = w_dino·(2L/(2L+2))·dino_local + w_dino·(2/(2L+2))·dino_global + w_ibot·ibot + 2·w_koleo·koleo.
+    forward(global_crops [2B,3,G,G], local_crops [L·B,3,l,l], masks [2B,N], iteration[, gram_crops [2B,3,S,S]])
+    returns the `StudentObjective` losses of the masked student against the EMA teacher, plus with `recipe.gram`
+      gram = GramLoss(student global patch tokens, Gram-teacher patch tokens on gram_crops resized to the student
+      grid), loss += w_gram(it)·gram.
     Teacher targets come from Sinkhorn-Knopp at the scheduled teacher temperature, over all ranks.
     """
 
     def __init__(self, recipe: PretrainConfig):
         super().__init__()
         self.recipe = recipe
-        backbone = build_backbone(recipe)
+        backbone = build_backbone(recipe.backbone, recipe.backbone_checkpoint)
         dim = backbone.config.hidden_size
         self.student = nn.ModuleDict(
             {"backbone": backbone, "dino_head": build_head(dim, recipe.dino_head), "ibot_head": build_head(dim, recipe.ibot_head)}
         )
+        if recipe.init_from is not None:
+            teacher_state = submodule_state(read_training_checkpoint(recipe.init_from), "teacher")
+            self.student.load_state_dict(teacher_state)
         self.teacher = make_teacher(self.student)
-        self.dino_loss = DINOLoss(recipe.student_temp)
-        self.ibot_loss = IBOTPatchLoss(recipe.student_temp)
-        self.koleo_loss = KoLeoLoss() if recipe.koleo_group_size is None else DistributedKoLeoLoss(recipe.koleo_group_size)
+        if recipe.gram is not None:
+            self.gram_teacher = self.load_gram_teacher(recipe.gram.teacher_checkpoint)
+            self.register_buffer("gram_updates", torch.zeros((), dtype=torch.long))
+            self.gram_loss = GramLoss()
+            self.gram_weight = make_schedule(recipe.gram.weight)
+        self.objective = StudentObjective(recipe)
         self.teacher_temp = make_schedule(recipe.teacher_temp)
+
+    def student_modules(self) -> list[dict[str, nn.Module]]:
+        """The trained modules, one {backbone, dino_head, ibot_head} dict per student (for optimizer groups, clipping)."""
+        return [dict(self.student.items())]
+
+    def update_ema(self, momentum: float) -> None:
+        """EMA teacher ← m·teacher + (1 − m)·student."""
+        ema_update(self.teacher, self.student, momentum)
+
+    def load_gram_teacher(self, checkpoint: str | None) -> nn.Module:
+        """A frozen backbone: the EMA teacher's, or one from `checkpoint` (a training checkpoint folder's EMA teacher
+        backbone, or a backbone in any format)."""
+        gram_teacher = make_teacher(self.teacher["backbone"])
+        if checkpoint is None:
+            return gram_teacher
+        if (Path(checkpoint) / "model.safetensors").is_file() or any(Path(checkpoint).glob("checkpoint-*")):
+            state = submodule_state(read_training_checkpoint(checkpoint), "teacher.backbone")
+        else:
+            from ..convert import load_model
+
+            state = load_model(checkpoint).state_dict()
+        gram_teacher.load_state_dict(state)
+        return gram_teacher
+
+    @torch.no_grad()
+    def refresh_gram_teacher(self, completed_steps: int) -> bool:
+        """After `completed_steps` optimizer steps: copy the EMA teacher into the Gram teacher when the recipe says so
+        (`teacher_from_ema_at`, or the `update_frequency` cadence). Returns whether it was copied."""
+        gram = self.recipe.gram
+        if gram is None:
+            return False
+        at_load = gram.teacher_checkpoint is None and gram.teacher_from_ema_at > 0 and completed_steps == gram.teacher_from_ema_at
+        refresh = (
+            gram.update_frequency is not None
+            and completed_steps >= gram.first_update
+            and completed_steps % gram.update_frequency == 0
+            and int(self.gram_updates) < gram.max_updates
+        )
+        if not (at_load or refresh):
+            return False
+        self.gram_teacher.load_state_dict(self.teacher["backbone"].state_dict())
+        if refresh:
+            self.gram_updates += 1
+        return True
 
     def train(self, mode: bool = True) -> "SSLMetaArch":
         super().train(mode)
         self.teacher.eval()  # the teacher never uses dropout, drop path or RoPE augmentation
+        if self.recipe.gram is not None:
+            self.gram_teacher.eval()
         return self
 
     @torch.no_grad()
@@ -74,40 +239,33 @@ class SSLMetaArch(nn.Module):
         iterations = self.recipe.sinkhorn_iterations
         return sinkhorn_knopp(cls_logits, temperature, iterations), sinkhorn_knopp(patch_logits, temperature, iterations)
 
+    @torch.no_grad()
+    def gram_targets(self, crops: torch.Tensor, student_grid: tuple[int, int]) -> torch.Tensor:
+        """Gram-teacher patch tokens on `crops`, bicubic-resized to the student's patch grid: [2B, N, D]."""
+        patch = self.gram_teacher.config.patch_size
+        tokens = self.gram_teacher(crops).patch_tokens
+        return downsample_patch_tokens(tokens, (crops.shape[-2] // patch, crops.shape[-1] // patch), student_grid)
+
     def forward(
-        self, global_crops: torch.Tensor, local_crops: torch.Tensor, masks: torch.Tensor, iteration: int = 0, **unused
+        self,
+        global_crops: torch.Tensor,
+        local_crops: torch.Tensor,
+        masks: torch.Tensor,
+        iteration: int = 0,
+        gram_crops: torch.Tensor | None = None,
+        **unused,
     ) -> dict[str, torch.Tensor]:
-        n_global = global_crops.shape[0]
-        if n_global % 2 or masks.shape[0] != n_global:
-            raise ValueError(
-                f"Expected 2B global crops and 2B mask rows; got {n_global} crops and {masks.shape[0]} masks."
-            )
-        batch = n_global // 2
-        n_local = local_crops.shape[0] // batch
+        check_crops(global_crops, local_crops, masks)
         temperature = self.teacher_temp(iteration)
         teacher_cls, teacher_patches = self.teacher_targets(global_crops, masks, temperature)
-        teacher_cls = teacher_cls.view(2, batch, -1)
-
-        out_global, out_local = self.student["backbone"]([global_crops, local_crops], bool_masked_pos=[masks, None])
-        cls_tokens = torch.cat([out_global.pooler_output, out_local.pooler_output])
-        cls_logits = self.student["dino_head"](cls_tokens)
-        global_logits = cls_logits[:n_global].view(2, batch, -1)
-        local_logits = cls_logits[n_global:].view(n_local, batch, -1)
-        patch_logits = self.student["ibot_head"](out_global.patch_tokens[masks])
-
-        losses = {
-            "dino_global": self.dino_loss(global_logits, teacher_cls, ignore_diagonal=True),
-            "dino_local": self.dino_loss(local_logits, teacher_cls),
-            "ibot": self.ibot_loss(patch_logits, teacher_patches, masks_weight(masks), n_images=n_global),
-            "koleo": torch.stack([self.koleo_loss(view) for view in out_global.pooler_output.view(2, batch, -1)]).mean(),
-        }
-        recipe = self.recipe
-        local_terms, global_terms = 2 * n_local, 2
-        losses["loss"] = (
-            recipe.dino_loss_weight * local_terms / (local_terms + global_terms) * losses["dino_local"]
-            + recipe.dino_loss_weight * global_terms / (local_terms + global_terms) * losses["dino_global"]
-            + recipe.ibot_loss_weight * losses["ibot"]
-            + 2 * recipe.koleo_loss_weight * losses["koleo"]
+        losses, out_global = self.objective(
+            self.student, teacher_cls, teacher_patches, global_crops, local_crops, masks, iteration, mask_inputs=True
         )
+        if self.recipe.gram is not None:
+            patch = self.student["backbone"].config.patch_size
+            grid = (global_crops.shape[-2] // patch, global_crops.shape[-1] // patch)
+            teacher_tokens = self.gram_targets(gram_crops if gram_crops is not None else global_crops, grid)
+            losses["gram"] = self.gram_loss(out_global.patch_tokens, teacher_tokens)
+            losses["loss"] = losses["loss"] + self.gram_weight(iteration) * losses["gram"]
         losses["teacher_temp"] = torch.tensor(temperature)
         return losses

@@ -1,7 +1,8 @@
 """Hyper-parameter schedules as pure functions of the optimizer step `it` (official_dinov3.md §6.6, §6.7).
 
-Learning rate, weight decay, teacher temperature, EMA momentum and loss weights are all built from three shapes:
+Learning rate, weight decay, teacher temperature, EMA momentum and loss weights are all built from four shapes:
 
+- `constant`: `value` at every step.
 - `warmup_constant`: linear `start -> peak` over `warmup_iters` (endpoint excluded), then `peak` (DINOv3 7B lr).
 - `warmup_cosine`: the same warmup, then half-cosine `peak -> end` until `total_iters`, then `end`.
 - `half_cosine_ramp`: `start` until `start_iter`, half-cosine `start -> end` over `ramp_iters`, then `end`.
@@ -29,6 +30,11 @@ def _check_iters(**iters: int) -> None:
 def _half_cosine(progress: float, start: float, end: float) -> float:
     """`end + (start - end)·(1 + cos(π·progress)) / 2`: `start` at progress 0, `end` at progress 1."""
     return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * progress))
+
+
+def constant(it: int, value: float) -> float:
+    """`value` at every step."""
+    return value
 
 
 def warmup_constant(it: int, warmup_iters: int, start: float, peak: float) -> float:
@@ -64,6 +70,7 @@ def half_cosine_ramp(it: int, start_iter: int, ramp_iters: int, start: float, en
 
 
 SCHEDULE_KINDS: dict[str, Callable[..., float]] = {
+    "constant": constant,
     "warmup_constant": warmup_constant,
     "warmup_cosine": warmup_cosine,
     "half_cosine_ramp": half_cosine_ramp,

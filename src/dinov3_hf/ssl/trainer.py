@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from .collate import SeededSamples
 from .meta_arch import SSLMetaArch
 from .param_groups import apply_schedules, build_param_groups
+from .resolutions import MixedResolutionBatchSampler
 from .schedules import make_schedule
-from .teachers import ema_update
 
 
 class SSLScheduler(LRScheduler):
@@ -46,13 +47,20 @@ class SSLScheduler(LRScheduler):
 
 
 class EMATeacherCallback(TrainerCallback):
-    """θ_teacher <- m(step)·θ_teacher + (1 - m(step))·θ_student after each optimizer step."""
+    """θ_ema <- m(step)·θ_ema + (1 - m(step))·θ_student after each optimizer step (`model.update_ema`)."""
 
     def __init__(self, recipe):
         self.momentum = make_schedule(recipe.momentum)
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-        ema_update(model.teacher, model.student, self.momentum(state.global_step))
+        model.update_ema(self.momentum(state.global_step))
+
+
+class GramTeacherCallback(TrainerCallback):
+    """After each optimizer step (and the EMA update), copy the EMA teacher into the Gram teacher when due."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.refresh_gram_teacher(completed_steps=state.global_step + 1)
 
 
 class ClipPerModuleCallback(TrainerCallback):
@@ -63,8 +71,9 @@ class ClipPerModuleCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if self.max_norm > 0:
-            for module in model.student.values():
-                torch.nn.utils.clip_grad_norm_(module.parameters(), self.max_norm)
+            for student in model.student_modules():
+                for module in student.values():
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), self.max_norm)
 
 
 class EpochSeedCallback(TrainerCallback):
@@ -78,7 +87,8 @@ class EpochSeedCallback(TrainerCallback):
 
 
 class SSLTrainer(Trainer):
-    """A Trainer for `SSLMetaArch`; pass `remove_unused_columns=False` and `max_grad_norm=0` in its arguments."""
+    """A Trainer for `SSLMetaArch` (or `DistillationMetaArch`); pass `remove_unused_columns=False` and
+    `max_grad_norm=0` in its arguments."""
 
     def __init__(self, model: SSLMetaArch, args, **kwargs):
         if args.remove_unused_columns:
@@ -89,6 +99,8 @@ class SSLTrainer(Trainer):
             )
         recipe = model.recipe
         callbacks = list(kwargs.pop("callbacks", None) or []) + [EMATeacherCallback(recipe), ClipPerModuleCallback(recipe.clip_grad)]
+        if recipe.gram is not None:
+            callbacks.append(GramTeacherCallback())  # after the EMA update
         dataset = kwargs.pop("train_dataset", None)
         if dataset is not None and not isinstance(dataset, SeededSamples):
             dataset = SeededSamples(dataset, seed=args.seed)
@@ -101,12 +113,30 @@ class SSLTrainer(Trainer):
         self._count = 0
         self._nan_streak = 0
 
+    def get_train_dataloader(self) -> DataLoader:
+        """The Trainer's loader, or with `recipe.resolutions` one whose `MixedResolutionBatchSampler` gives every rank
+        its share of each global batch at the resolution drawn for that batch."""
+        if self.recipe.resolutions is None:
+            return super().get_train_dataloader()
+        sampler = MixedResolutionBatchSampler(
+            self.train_dataset, self.args.per_device_train_batch_size,
+            [r.probability for r in self.recipe.resolutions], seed=self.recipe.resolution_seed,
+            world_size=self.args.world_size, rank=self.args.process_index,
+        )
+        return DataLoader(
+            self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+        )
+
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            groups = build_param_groups(
-                dict(self.model.student.items()), layer_decay=self.recipe.layer_decay,
-                patch_embed_lr_mult=self.recipe.patch_embed_lr_mult,
-            )
+            groups = [
+                group
+                for student in self.model.student_modules()
+                for group in build_param_groups(
+                    student, layer_decay=self.recipe.layer_decay, patch_embed_lr_mult=self.recipe.patch_embed_lr_mult
+                )
+            ]
             self.optimizer = torch.optim.AdamW(groups, lr=0.0, betas=self.recipe.adamw_betas)
         return self.optimizer
 
@@ -145,10 +175,13 @@ class SSLTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def save_backbones(self, output_dir: str | Path) -> dict[str, Path]:
-        """Save the teacher and student backbones as `from_pretrained` folders (with their image processor)."""
+        """Save the teacher and student backbones as `from_pretrained` folders (with their image processor), on the
+        main process."""
         from ..processing import Dinov3HfImageProcessor
 
-        paths = {}
+        paths: dict[str, Path] = {}
+        if not self.is_world_process_zero():
+            return paths
         for role in ("teacher", "student"):
             backbone = getattr(self.model, role)["backbone"]
             path = Path(output_dir) / f"{role}_backbone"

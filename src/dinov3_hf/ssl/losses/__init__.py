@@ -1,8 +1,12 @@
-"""SSL losses (official_dinov3.md §6.2–6.4): Sinkhorn-Knopp teacher targets, DINO, iBOT and KoLeo."""
+"""SSL losses (official_dinov3.md §6.2–6.5): Sinkhorn-Knopp teacher targets, DINO, iBOT, KoLeo and Gram anchoring."""
 
 from .dino import DINOLoss
+from .gram import GramLoss, downsample_patch_tokens, gram_matrix
 from .ibot import IBOTPatchLoss, masks_weight
 from .koleo import DistributedKoLeoLoss, KoLeoLoss
 from .sinkhorn import sinkhorn_knopp
 
-__all__ = ["DINOLoss", "DistributedKoLeoLoss", "IBOTPatchLoss", "KoLeoLoss", "masks_weight", "sinkhorn_knopp"]
+__all__ = [
+    "DINOLoss", "DistributedKoLeoLoss", "GramLoss", "IBOTPatchLoss", "KoLeoLoss",
+    "downsample_patch_tokens", "gram_matrix", "masks_weight", "sinkhorn_knopp",
+]
