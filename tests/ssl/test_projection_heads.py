@@ -67,3 +67,17 @@ def test_init_statistics():
             p.fill_(1.0)
     head.init_weights()
     assert torch.count_nonzero(head.mlp[0].bias) == 0 and head.last_layer.weight.std() > 0.01
+
+
+def test_normalized_prototypes_give_cosine_scores_and_init_std_is_configurable():
+    torch.manual_seed(0)
+    head = DINOHead(16, 4000, hidden_dim=32, bottleneck_dim=64, normalize_prototypes=True, last_layer_init_std=0.1)
+    assert abs(head.last_layer.weight.std().item() - 0.1) < 0.005
+    assert abs(head.mlp[0].weight.std().item() - 0.02) < 0.002  # the MLP keeps the official init
+    x = torch.randn(5, 16)
+    bottleneck = head(x, no_last_layer=True)
+    expected = bottleneck @ torch.nn.functional.normalize(head.last_layer.weight, dim=-1).t()
+    torch.testing.assert_close(head(x), expected)
+    assert head(x).abs().max() <= 1 + 1e-6
+    plain = DINOHead(16, 8, hidden_dim=32, bottleneck_dim=64)
+    torch.testing.assert_close(plain(x), plain(x, no_last_layer=True) @ plain.last_layer.weight.t())

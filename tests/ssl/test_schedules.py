@@ -49,6 +49,8 @@ def test_make_schedule():
     assert make_schedule({"kind": "half_cosine_ramp", "start_iter": 0, "ramp_iters": 2, "start": 1, "end": 0})(1) == (
         pytest.approx(0.5)
     )
+    constant = make_schedule({"kind": "constant", "value": 1.5})
+    assert [constant(it) for it in (0, 7, 10**6)] == [1.5, 1.5, 1.5]
 
 
 @pytest.mark.parametrize(
