@@ -10,22 +10,10 @@ or class labels plus `templates`), optional `eval` (held-out images and template
 processor are saved to `<output_dir>/dinotxt`.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
 from dinov3_hf.ssl.lit import run_lit_training
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML file with recipe / data / eval / training sections")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the YAML")
-    args = parser.parse_args(argv)
-    run_lit_training(args.config, args.overrides)
-    return 0
-
+from dinov3_hf.ssl.pretraining import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(description=__doc__, run=run_lit_training))

@@ -4,6 +4,7 @@ config: data, augmentation, collator, TrainingArguments, trainer."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,14 @@ def run_training(config_path: str | Path, overrides: list[str] = ()) -> SSLTrain
     return trainer
 
 
-def main(argv: list[str] | None = None, description: str | None = None) -> int:
-    """The command line of the training/ recipes: `--config CONFIG.yaml [key=value ...]`."""
+def main(
+    argv: list[str] | None = None, description: str | None = None, run: Callable[[str, list[str]], Any] = run_training
+) -> int:
+    """The command line of the training/ recipes: `--config CONFIG.yaml [key=value ...]`, then `run(config, overrides)`
+    (default: `run_training`)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML file with recipe / data / training sections")
+    parser.add_argument("--config", required=True, help="YAML file with the recipe, data and training sections")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the YAML")
     args = parser.parse_args(argv)
-    run_training(args.config, args.overrides)
+    run(args.config, args.overrides)
     return 0
