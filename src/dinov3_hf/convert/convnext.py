@@ -12,7 +12,7 @@ import torch
 from transformers import DINOv3ConvNextConfig
 
 from ..models.convnext.configuration import CONVNEXT_PRESETS, NUM_STAGES, Dinov3HfConvNextConfig
-from .sources import CheckpointError
+from .sources import CheckpointError, rename_key
 
 Thunks = dict[str, Callable[[], torch.Tensor]]
 
@@ -95,10 +95,10 @@ _HF_RENAMES = [  # (ours, transformers on disk) regex pairs, all one-to-one
 
 
 def _hf_name(ours: str) -> str:
-    for pattern, target in _HF_RENAMES:
-        if re.fullmatch(pattern, ours):
-            return re.sub(pattern, target, ours)
-    raise CheckpointError(f"No transformers name for ConvNeXt parameter {ours!r}.")
+    name = rename_key(ours, _HF_RENAMES)
+    if name is None:
+        raise CheckpointError(f"No transformers name for ConvNeXt parameter {ours!r}.")
+    return name
 
 
 def config_from_hf(hf_config: DINOv3ConvNextConfig, name_or_path: str = "") -> Dinov3HfConvNextConfig:

@@ -30,7 +30,7 @@ import torch
 from ..models.dinotxt import DINOTXT_PRESETS, Dinov3HfDinoTxtConfig, Dinov3HfDinoTxtModel
 from ..models.vit import Dinov3HfViTModel
 from .checkpoints import check_state, load_model
-from .sources import CheckpointError, load_pth
+from .sources import CheckpointError, load_pth, rename_key
 
 # (ours, official) regex pairs for the non-backbone keys.
 _OFFICIAL_NAMES = [
@@ -47,10 +47,10 @@ _OFFICIAL_NAMES = [
 
 def official_key(ours: str) -> str:
     """The official name of one of our non-backbone keys."""
-    for pattern, target in _OFFICIAL_NAMES:
-        if re.fullmatch(pattern, ours):
-            return re.sub(pattern, target, ours)
-    raise KeyError(f"{ours!r} has no official dino.txt name.")
+    name = rename_key(ours, _OFFICIAL_NAMES)
+    if name is None:
+        raise KeyError(f"{ours!r} has no official dino.txt name.")
+    return name
 
 
 def official_layout(config: Dinov3HfDinoTxtConfig) -> dict[str, tuple[str, tuple[int, ...]]]:

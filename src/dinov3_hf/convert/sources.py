@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -40,6 +41,14 @@ class SafetensorsSource(Mapping):
 
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._where[key].get_slice(key).get_shape())
+
+
+def rename_key(key: str, renames: list[tuple[str, str]]) -> str | None:
+    """`key` renamed by the first (pattern, replacement) regex pair whose pattern matches it whole; None if none does."""
+    for pattern, target in renames:
+        if re.fullmatch(pattern, key):
+            return re.sub(pattern, target, key)
+    return None
 
 
 def load_pth(path: str | os.PathLike) -> dict[str, torch.Tensor]:

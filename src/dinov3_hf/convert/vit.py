@@ -14,7 +14,7 @@ from transformers import DINOv3ViTConfig
 
 from ..models.vit.configuration import VIT_PRESETS, Dinov3HfViTConfig
 from ..models.vit.layers.rope import rope_periods
-from .sources import CheckpointError
+from .sources import CheckpointError, rename_key
 
 Thunks = dict[str, Callable[[], torch.Tensor]]
 
@@ -98,12 +98,11 @@ _HF_RENAMES = [  # (ours, transformers) regex pairs for one-to-one tensors; bloc
 
 
 def _hf_name(ours: str, ffn_type: str) -> str | None:
-    for pattern, target in _HF_RENAMES:
-        if (".fc" in pattern and ffn_type != "mlp") or (".w" in pattern and ffn_type != "swiglu"):
-            continue
-        if re.fullmatch(pattern, ours):
-            return re.sub(pattern, target, ours)
-    return None
+    renames = [
+        (pattern, target) for pattern, target in _HF_RENAMES
+        if not ((".fc" in pattern and ffn_type != "mlp") or (".w" in pattern and ffn_type != "swiglu"))
+    ]
+    return rename_key(ours, renames)
 
 
 def config_from_hf(hf_config: DINOv3ViTConfig, name_or_path: str = "") -> Dinov3HfViTConfig:
