@@ -1,28 +1,13 @@
 import pytest
 import torch
 from PIL import Image
+from test_augment import UndistortedAugmentation, single_thread  # noqa: F401 (an autouse fixture)
 
 from dinov3_hf.ssl.augment import MultiCropAugmentation
 from dinov3_hf.ssl.collate import MultiCropCollator
 
 MEAN = torch.tensor((0.485, 0.456, 0.406))
 STD = torch.tensor((0.229, 0.224, 0.225))
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class UndistortedAugmentation(MultiCropAugmentation):
-    color_jitter_probability = 0.0
-    grayscale_probability = 0.0
-    global_blur_probabilities = (0.0, 0.0)
-    global_solarize_probabilities = (0.0, 0.0)
-    local_blur_probability = 0.0
 
 
 def _samples(n: int) -> list[dict]:
