@@ -225,3 +225,52 @@ def segmentation_overlay(
     if ignore_index is not None:
         blend[array == ignore_index] = base[array == ignore_index]
     return Image.fromarray(np.round(blend).astype(np.uint8))
+
+
+# (log-history key, panel title, reference line) of each panel of `plot_training_diagnostics`
+TRAINING_PANELS = (
+    (("dino_global", "dino_local", "ibot"), "DINO / iBOT losses (dashed: ln K)", "ln_k"),
+    (("dino_entropy_fraction", "ibot_entropy_fraction"), "target entropy / ln K (dashed: warning level)", 0.98),
+    (("dino_prototypes_used", "ibot_prototypes_used"), "prototypes used (distinct teacher argmax)", None),
+    (("dino_logit_std", "ibot_logit_std", "teacher_temp"), "teacher score std across samples vs temperature", None),
+    (("dino_agreement", "ibot_agreement"), "student-teacher argmax agreement", None),
+    (("cls_std", "koleo"), "CLS std across samples (collapse: 0) and KoLeo", None),
+)
+
+
+def plot_training_diagnostics(log_history: list[dict], path, title: str | None = None) -> None:
+    """Draw the SSL training diagnostics of a Trainer's `log_history` (entries with a "step") as a 2 × 3 grid of
+    curves over optimizer steps into the PNG `path`. Needs matplotlib."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("Plotting the training diagnostics needs matplotlib: pip install matplotlib") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [entry for entry in log_history if "step" in entry and "dino_entropy_fraction" in entry]
+    if not entries:
+        raise ValueError(
+            "The log history has no SSL diagnostics (no entry with 'dino_entropy_fraction'): pass the log_history of "
+            "an SSL training run (trainer.state.log_history, or log_history.json in the run's output folder)."
+        )
+    steps = [entry["step"] for entry in entries]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    for ax, (keys, panel_title, reference) in zip(axes.flat, TRAINING_PANELS):
+        for key in keys:
+            if key in entries[0]:
+                ax.plot(steps, [entry.get(key, float("nan")) for entry in entries], label=key)
+        if reference == "ln_k" and "dino_entropy" in entries[0]:
+            ln_k = entries[0]["dino_entropy"] / entries[0]["dino_entropy_fraction"]
+            ax.axhline(ln_k, color="gray", linestyle="--", linewidth=1)
+        elif isinstance(reference, float):
+            ax.axhline(reference, color="gray", linestyle="--", linewidth=1)
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -62,7 +62,7 @@ def main(mode: str, out: str) -> None:
         torch.nn.utils.clip_grad_norm_(module.parameters(), RECIPE.clip_grad)
     optimizer.step()
     grads = {name: p.grad.clone() for name, p in model.student.named_parameters() if p.grad is not None}
-    terms = {k: v.detach().clone() for k, v in losses.items()}
+    terms = {k: v.detach().clone() for k, v in losses.items() if isinstance(v, torch.Tensor)}  # not the diagnostics
     if distributed:
         for value in terms.values():
             dist.all_reduce(value)

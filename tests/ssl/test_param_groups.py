@@ -58,6 +58,24 @@ def test_multipliers(modules):
     # tokens (wd 1) + {patch_embed, block 0, block 1} × wd {0, 1} + (lr 1, wd 0: final norm and head biases)
     # + head weights (wd 0.3) + last layers
     assert len(groups) == 10
+
+
+def test_head_lr_and_prototype_weight_decay_multipliers(modules):
+    """The small-data switches: heads at `head_lr_multiplier` × the lr, prototypes at `last_layer_wd_multiplier` × the
+    heads' weight decay; the backbone is untouched."""
+    groups = build_param_groups(modules, layer_decay=1.0, patch_embed_lr_mult=1.0, head_wd_multiplier=0.5,
+                                head_lr_multiplier=0.25, last_layer_wd_multiplier=0.0)
+    head, vit = modules["ibot_head"], modules["backbone"]
+    assert _lookup(groups, head, "mlp.0.weight") == (0.25, 0.5, False)
+    assert _lookup(groups, head, "mlp.0.bias") == (0.25, 0.0, False)
+    assert _lookup(groups, head, "last_layer.weight") == (0.25, 0.0, True)
+    assert _lookup(groups, vit, "blocks.1.mlp.fc1.weight") == (1.0, 1.0, False)
+    optimizer = torch.optim.AdamW(groups)
+    apply_schedules(optimizer, lr=2e-3, wd=0.04, last_layer_lr=1e-3)
+    (last,) = [g for g in optimizer.param_groups if g["is_last_layer"]]
+    assert last["lr"] == pytest.approx(0.25 * 1e-3) and last["weight_decay"] == 0.0
+    with pytest.raises(ValueError, match="head_lr_multiplier"):
+        build_param_groups(modules, head_lr_multiplier=-1.0)
     assert all(isinstance(g["name"], str) for g in groups)
 
 
@@ -103,3 +121,20 @@ def test_errors(modules):
         build_param_groups(modules, layer_decay=0.0)
     with pytest.raises(ValueError, match="No trainable"):
         build_param_groups({"dino_head": nn.Identity()})
+
+
+def test_trainer_uses_the_recipe_multipliers(tmp_path):
+    from test_pretraining import tiny_config
+
+    from dinov3_hf.ssl.pretraining import build_trainer
+
+    config = tiny_config(tmp_path)
+    config["recipe"] = {**config["recipe"], "head_lr_multiplier": 0.5, "last_layer_wd_multiplier": 0.0, "layer_decay": 1.0}
+    trainer = build_trainer(config)
+    trainer.create_optimizer()
+    model = trainer.model
+    for param, lr_mult, wd_mult in ((model.student["dino_head"].last_layer.weight, 0.5, 0.0),
+                                    (model.student["ibot_head"].mlp[0].weight, 0.5, 1.0),
+                                    (model.student["backbone"].blocks[0].attn.qkv.weight, 1.0, 1.0)):
+        (group,) = [g for g in trainer.optimizer.param_groups if any(p is param for p in g["params"])]
+        assert (group["lr_multiplier"], group["wd_multiplier"]) == (pytest.approx(lr_mult), wd_mult)

@@ -19,7 +19,7 @@ from dinov3_hf.ssl.meta_arch import SSLMetaArch
 from dinov3_hf.ssl.pretraining import build_trainer
 from dinov3_hf.ssl.resolutions import MixedResolutionBatchSampler, draw_resolution
 
-GRAM = {"weight": {"kind": "half_cosine_ramp", "start_iter": 1, "ramp_iters": 2, "start": 0.0, "end": 2.0},
+GRAM = {"weight": {"kind": "half_cosine_ramp", "start_iter": 1, "ramp_iters": 3, "start": 0.0, "end": 2.0},
         "teacher_size": 56, "update_frequency": 2, "first_update": 2, "max_updates": 2}
 RESOLUTIONS = [
     {"global_size": 28, "local_size": 12, "gram_size": 56, "probability": 0.5},

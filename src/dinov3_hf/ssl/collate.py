@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from .augment import MultiCropAugmentation
-from .masking import sample_masks
+from .masking import max_block_patches, sample_masks
+
+logger = logging.getLogger(__name__)
+
+# what reading a broken image file raises (PIL.UnidentifiedImageError and truncated files are OSErrors)
+UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
+UNREADABLE = "unreadable_image"  # key of a sample whose image could not be read (see `SeededSamples`)
+
+
+class UnreadableImagesError(RuntimeError):
+    """Too many images could not be read: a whole batch, or more than `data.max_unreadable_fraction` of the data."""
 
 
 class MultiCropCollator:
@@ -21,6 +33,8 @@ class MultiCropCollator:
     Samples that carry a `sample_seed` (see `SeededSamples`) are augmented from that seed, and the batch's masks from
     a seed derived from all of them; otherwise both draw from torch's global RNG.
     With the HF Trainer set `remove_unused_columns=False`, or the image column is dropped before collation.
+    Samples marked unreadable (`SeededSamples` marks those whose image cannot be decoded) are left out, and the batch
+    then carries their number as "skipped_images"; a batch of unreadable samples only raises `UnreadableImagesError`.
     """
 
     def __init__(
@@ -52,6 +66,13 @@ class MultiCropCollator:
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Tensor]:
         if not samples:
             raise ValueError("Cannot collate an empty batch.")
+        readable = [sample for sample in samples if UNREADABLE not in sample]
+        if not readable:
+            raise UnreadableImagesError(
+                f"All {len(samples)} images of a batch are unreadable (e.g. {samples[0][UNREADABLE]}): there is nothing to "
+                "train on. Check the data section of the config (path, dataset, image_key)."
+            )
+        skipped, samples = len(samples) - len(readable), readable
         views = []
         for index, sample in enumerate(samples):
             if self.image_key not in sample:
@@ -74,7 +95,10 @@ class MultiCropCollator:
             mask_probability=self.mask_probability,
             ratio_range=self.mask_ratio_range,
             generator=generator,
+            max_num_patches=max_block_patches(self.augmentation.global_size, self.patch_size),
         )
+        if skipped:
+            batch["skipped_images"] = torch.tensor(skipped)
         return batch
 
 
@@ -102,6 +126,9 @@ class SeededSamples(Dataset):
     """Adds `sample_seed` = f(seed, epoch, index) to each sample of `dataset`, so that the crops and masks of a sample
     depend only on (seed, epoch, index): not on the process, the dataloader worker or where a run was resumed.
     Indexed by `(index, resolution)` (from `MixedResolutionBatchSampler`), the sample also carries `resolution`.
+    A sample whose image cannot be decoded (`UNREADABLE_IMAGE_ERRORS` while reading the row, e.g. a corrupt file of an
+    image folder) comes as {"unreadable_image": the error, "sample_seed": ...}, with a logged warning; the collator
+    leaves it out.
 
     The trainer calls `set_epoch` at the start of every epoch.
     """
@@ -118,7 +145,12 @@ class SeededSamples(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, resolution = key if isinstance(key, tuple) else (key, None)
         seed = ((self.seed * 1_000_003 + self.epoch) * 2_147_483_647 + int(index)) % 2**62
-        sample = {**self.dataset[index], "sample_seed": seed}
+        try:
+            row = self.dataset[index]
+        except UNREADABLE_IMAGE_ERRORS as error:
+            logger.warning("Skipping sample %d, whose image is unreadable: %s: %s", index, type(error).__name__, error)
+            row = {UNREADABLE: f"{type(error).__name__}: {error}"}
+        sample = {**row, "sample_seed": seed}
         if resolution is not None:
             sample["resolution"] = resolution
         return sample

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from .schedules import make_schedule
+
 
 @dataclass
 class HeadConfig:
@@ -33,8 +35,9 @@ class HeadConfig:
 class GramConfig:
     """Gram anchoring (official_dinov3.md §6.5): `loss += weight(it) · GramLoss(student patches, Gram teacher patches)`.
 
-    The Gram teacher is a frozen backbone: loaded from `teacher_checkpoint` (a backbone in any format, or a training
-    checkpoint folder, whose EMA teacher backbone is used), else copied from the EMA teacher after `teacher_from_ema_at`
+    The Gram teacher is a frozen backbone: loaded from `teacher_checkpoint` (a backbone in any format, read like a
+    backbone `init_from`: an official .pth needs `backbone.preset`; or a training checkpoint folder, whose EMA teacher
+    backbone is used), else copied from the EMA teacher after `teacher_from_ema_at`
     steps (0: at the start). With `update_frequency` it is overwritten by the EMA teacher after every step `it` with
     it + 1 >= `first_update` and (it + 1) % `update_frequency` == 0, at most `max_updates` times.
     `teacher_size`: side of the Gram teacher's crops (undistorted views of the global crops' base crops; its patch
@@ -65,14 +68,18 @@ class PretrainConfig:
     """DINO + iBOT + KoLeo pretraining with an EMA teacher (official_dinov3.md §6).
 
     Schedules are dicts for `dinov3_hf.ssl.schedules.make_schedule` over optimizer steps, e.g.
-    {"kind": "warmup_constant", "warmup_iters": 100, "start": 0.0, "peak": 4e-4}.
+    {"kind": "warmup_constant", "warmup_iters": 100, "start": 0.0, "peak": 4e-4}; values may be exact expressions,
+    e.g. "5e-5 * (4 * sqrt(4096 / 1024))". They are validated here, so errors name the recipe key.
     """
 
     # model: a backbone preset with overrides ({"preset": "vits16", "num_hidden_layers": 4, ...}) or a checkpoint
     backbone: dict[str, Any] = field(default_factory=lambda: {"preset": "vits16", "drop_path_rate": 0.0})
     backbone_checkpoint: str | None = None
-    # a training checkpoint folder (checkpoint-N, or a run's output folder) to start student, teacher and heads from:
-    # its EMA teacher initialises both (official `resume_from_teacher_chkpt`); optimizer and step start afresh
+    # where student and teacher start from; optimizer and step start afresh. A training checkpoint folder (checkpoint-N,
+    # or a run's output folder): its EMA teacher initialises both, heads included (official `resume_from_teacher_chkpt`).
+    # Or a backbone in any format (official .pth with the architecture `backbone.preset`, a transformers or our
+    # folder, a Hub id): it initialises both backbones, with `backbone`'s other keys as config overrides (e.g.
+    # drop_path_rate); the heads start fresh (continued pretraining from released weights)
     init_from: str | None = None
     dino_head: HeadConfig = field(default_factory=HeadConfig)
     ibot_head: HeadConfig = field(default_factory=HeadConfig)
@@ -110,11 +117,19 @@ class PretrainConfig:
     momentum: dict[str, Any] = field(default_factory=lambda: {"kind": "warmup_cosine", "warmup_iters": 0, "total_iters": 100,
                                                               "start": 0.992, "peak": 0.992, "end": 1.0})
     freeze_last_layer_iters: int = 0
+    # head warm-up: for the first N optimizer steps the backbones stay bit-identical (the student backbone's gradients
+    # are dropped before the step, so AdamW neither decays nor moves it and keeps no moments for it; the teacher
+    # backbone gets no EMA update) while the heads learn; then everything trains
+    freeze_backbone_iters: int = 0
     layer_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
+    head_lr_multiplier: float = 1.0  # lr of the DINO / iBOT heads relative to the backbone's top layer (official 1)
+    last_layer_wd_multiplier: float = 1.0  # weight decay of the prototypes relative to the heads' (official 1)
     clip_grad: float = 3.0
     adamw_betas: tuple[float, float] = (0.9, 0.999)
     max_consecutive_nan: int = 2
+    # diagnostics: warn once when the DINO targets are still nearly uniform after this share of max_steps (None: never)
+    uniform_targets_warning_after: float | None = 0.25
 
     def __post_init__(self) -> None:
         if self.resolutions is not None:
@@ -126,6 +141,17 @@ class PretrainConfig:
                 )
         if self.gram is not None and self.gram.update_frequency is not None and self.gram.update_frequency < 1:
             raise ValueError(f"gram.update_frequency must be >= 1 (or null for no refresh), got {self.gram.update_frequency}.")
+        if self.freeze_backbone_iters < 0:
+            raise ValueError(f"recipe.freeze_backbone_iters must be >= 0, got {self.freeze_backbone_iters}.")
+        if self.init_from is not None and self.backbone_checkpoint is not None:
+            raise ValueError(
+                "Set recipe.init_from or recipe.backbone_checkpoint, not both: init_from already initialises the backbones "
+                f"(got init_from={self.init_from!r}, backbone_checkpoint={self.backbone_checkpoint!r})."
+            )
+        for name in ("teacher_temp", "dino_local_weight", "lr", "weight_decay", "momentum"):
+            make_schedule(getattr(self, name), f"recipe.{name}")  # errors name the recipe key
+        if self.gram is not None:
+            make_schedule(self.gram.weight, "recipe.gram.weight")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PretrainConfig":
@@ -186,6 +212,7 @@ class DistillationConfig(PretrainConfig):
         if not self.students:
             raise ValueError("Distillation needs at least one entry in recipe.students.")
         unused = [name for name in ("gram", "init_from", "resolutions", "koleo_group_size") if getattr(self, name) is not None]
+        unused += ["freeze_backbone_iters"] if self.freeze_backbone_iters else []
         if unused:
             raise ValueError(
                 f"{', '.join(unused)} are not used in distillation (KoLeo is per device, as in the official recipe); "

@@ -175,7 +175,7 @@ class DistillationMetaArch(nn.Module):
         total = 0.0
         for name, student in self.students.items():
             factor = self.crop_scales[name] / self.max_crop_scale
-            student_losses, _ = self.objective(
+            student_losses, *_ = self.objective(
                 student, teacher_cls, teacher_patches, resize_crops(batch["global_crops"], factor),
                 resize_crops(batch["local_crops"], factor), masks, iteration, mask_inputs=False,
             )

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import load_file
 from torch import nn
 from transformers.trainer_utils import get_last_checkpoint
@@ -15,6 +17,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..models.convnext import Dinov3HfConvNextConfig, Dinov3HfConvNextModel
 from ..models.vit import Dinov3HfViTConfig, Dinov3HfViTModel
 from .config import HeadConfig, PretrainConfig
+from .diagnostics import feature_std, target_diagnostics
 from .heads import DINOHead
 from .losses.dino import DINOLoss
 from .losses.gram import GramLoss, downsample_patch_tokens
@@ -60,6 +63,24 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
             )
         folder = Path(last)
     return load_file(folder / "model.safetensors")
+
+
+def is_training_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a training checkpoint (a local folder without config.json: checkpoint-N, or a run's output
+    folder) rather than a backbone in any format (an official .pth file, a transformers or our model folder, a Hub
+    id). Raises FileNotFoundError for a path that is neither on disk nor a valid Hub id."""
+    folder = Path(path)
+    if not folder.exists():
+        try:
+            validate_repo_id(str(path))
+        except HFValidationError:
+            raise FileNotFoundError(
+                f"{path} does not exist. Expected a training checkpoint folder (checkpoint-N) or a run folder with "
+                "checkpoint-N subfolders, or a backbone: an official .pth file (architecture from "
+                "recipe.backbone.preset), a transformers or dinov3_hf model folder, or a Hub id."
+            ) from None
+        return False
+    return folder.is_dir() and not (folder / "config.json").is_file()
 
 
 def submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -115,8 +136,9 @@ class StudentObjective(nn.Module):
         masks: torch.Tensor,
         iteration: int,
         mask_inputs: bool,
-    ) -> tuple[dict[str, torch.Tensor], Any]:
-        """(losses, the student's output on the global crops); teacher_cls [2B, K], teacher_patches [M, K]."""
+    ) -> tuple[dict[str, torch.Tensor], Any, tuple[torch.Tensor, torch.Tensor]]:
+        """(losses, the student's backbone output on the global crops, its (global-crop CLS logits [2B, K], masked
+        patch logits [M, K])); teacher_cls [2B, K], teacher_patches [M, K]."""
         n_global = global_crops.shape[0]
         batch = n_global // 2
         n_local = local_crops.shape[0] // batch
@@ -143,7 +165,7 @@ class StudentObjective(nn.Module):
             + recipe.ibot_loss_weight * losses["ibot"]
             + 2 * recipe.koleo_loss_weight * losses["koleo"]
         )
-        return losses, out_global
+        return losses, out_global, (cls_logits[:n_global], patch_logits)
 
 
 class SSLMetaArch(nn.Module):
@@ -160,12 +182,13 @@ class SSLMetaArch(nn.Module):
     def __init__(self, recipe: PretrainConfig):
         super().__init__()
         self.recipe = recipe
-        backbone = build_backbone(recipe.backbone, recipe.backbone_checkpoint)
+        from_backbone = recipe.init_from is not None and not is_training_checkpoint(recipe.init_from)
+        backbone = build_backbone(recipe.backbone, recipe.init_from if from_backbone else recipe.backbone_checkpoint)
         dim = backbone.config.hidden_size
         self.student = nn.ModuleDict(
             {"backbone": backbone, "dino_head": build_head(dim, recipe.dino_head), "ibot_head": build_head(dim, recipe.ibot_head)}
         )
-        if recipe.init_from is not None:
+        if recipe.init_from is not None and not from_backbone:
             teacher_state = submodule_state(read_training_checkpoint(recipe.init_from), "teacher")
             self.student.load_state_dict(teacher_state)
         self.teacher = make_teacher(self.student)
@@ -181,22 +204,23 @@ class SSLMetaArch(nn.Module):
         """The trained modules, one {backbone, dino_head, ibot_head} dict per student (for optimizer groups, clipping)."""
         return [dict(self.student.items())]
 
-    def update_ema(self, momentum: float) -> None:
-        """EMA teacher ← m·teacher + (1 − m)·student."""
-        ema_update(self.teacher, self.student, momentum)
+    def update_ema(self, momentum: float, backbone: bool = True) -> None:
+        """EMA teacher ← m·teacher + (1 − m)·student; the heads only when `backbone` is False (head warm-up: even
+        with teacher == student, m·t + (1 − m)·t is not bit-exactly t)."""
+        for name in self.student:
+            if backbone or name != "backbone":
+                ema_update(self.teacher[name], self.student[name], momentum)
 
     def load_gram_teacher(self, checkpoint: str | None) -> nn.Module:
         """A frozen backbone: the EMA teacher's, or one from `checkpoint` (a training checkpoint folder's EMA teacher
-        backbone, or a backbone in any format)."""
+        backbone, or a backbone in any format, read with `recipe.backbone` as for `init_from`)."""
         gram_teacher = make_teacher(self.teacher["backbone"])
         if checkpoint is None:
             return gram_teacher
-        if (Path(checkpoint) / "model.safetensors").is_file() or any(Path(checkpoint).glob("checkpoint-*")):
+        if is_training_checkpoint(checkpoint):
             state = submodule_state(read_training_checkpoint(checkpoint), "teacher.backbone")
         else:
-            from ..convert import load_model
-
-            state = load_model(checkpoint).state_dict()
+            state = build_backbone(self.recipe.backbone, checkpoint).state_dict()
         gram_teacher.load_state_dict(state)
         return gram_teacher
 
@@ -231,13 +255,17 @@ class SSLMetaArch(nn.Module):
     @torch.no_grad()
     def teacher_targets(
         self, global_crops: torch.Tensor, masks: torch.Tensor, temperature: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(CLS targets [2B, K], masked-patch targets [M, K]) from the teacher on the unmasked global crops."""
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """((CLS logits, CLS targets) [2B, K], (masked-patch logits, targets) [M, K]) from the teacher on the unmasked
+        global crops."""
         out = self.teacher["backbone"](global_crops)
         cls_logits = self.teacher["dino_head"](out.pooler_output)
         patch_logits = self.teacher["ibot_head"](out.patch_tokens[masks])
         iterations = self.recipe.sinkhorn_iterations
-        return sinkhorn_knopp(cls_logits, temperature, iterations), sinkhorn_knopp(patch_logits, temperature, iterations)
+        return (
+            (cls_logits, sinkhorn_knopp(cls_logits, temperature, iterations)),
+            (patch_logits, sinkhorn_knopp(patch_logits, temperature, iterations)),
+        )
 
     @torch.no_grad()
     def gram_targets(self, crops: torch.Tensor, student_grid: tuple[int, int]) -> torch.Tensor:
@@ -257,10 +285,16 @@ class SSLMetaArch(nn.Module):
     ) -> dict[str, torch.Tensor]:
         check_crops(global_crops, local_crops, masks)
         temperature = self.teacher_temp(iteration)
-        teacher_cls, teacher_patches = self.teacher_targets(global_crops, masks, temperature)
-        losses, out_global = self.objective(
+        (cls_logits, teacher_cls), (patch_logits, teacher_patches) = self.teacher_targets(global_crops, masks, temperature)
+        losses, out_global, (student_cls, student_patches) = self.objective(
             self.student, teacher_cls, teacher_patches, global_crops, local_crops, masks, iteration, mask_inputs=True
         )
+        diagnostics = {
+            "dino": target_diagnostics(cls_logits, teacher_cls, student_cls),
+            "ibot": target_diagnostics(patch_logits, teacher_patches, student_patches),
+        }
+        losses.update({f"{head}_{name}": value for head, values in diagnostics.items() for name, value in values.items()})
+        losses["cls_std"] = feature_std(out_global.pooler_output)
         if self.recipe.gram is not None:
             patch = self.student["backbone"].config.patch_size
             grid = (global_crops.shape[-2] // patch, global_crops.shape[-1] // patch)

@@ -6,9 +6,11 @@ Per parameter of `modules["backbone"]` (a ViT with `blocks`):
                     n_blocks + 1 (multiplier 1) for everything else (final norms).
 A backbone without `blocks` (the ConvNeXt: `downsample_layers`, `stages`, `norm`) gets lr multiplier 1 everywhere,
 whatever `layer_decay`: the official layer-id rule never matches ConvNeXt names, and every official ConvNeXt recipe
-uses layer_decay 1.0. Every other module is a head: lr multiplier 1, weight-decay multiplier `head_wd_multiplier`.
-Weight-decay multiplier 0 for names ending in `bias` or containing `norm` or `gamma` (tokens and the patch-embed
-weight are decayed). `is_last_layer` marks names containing `last_layer` (they follow `last_layer_lr`).
+uses layer_decay 1.0. Every other module is a head: lr multiplier `head_lr_multiplier`, weight-decay multiplier
+`head_wd_multiplier` (× `last_layer_wd_multiplier` for its prototypes). Weight-decay multiplier 0 for names ending in
+`bias` or containing `norm` or `gamma` (tokens and the patch-embed weight are decayed). `is_last_layer` marks names
+containing `last_layer` (they follow `last_layer_lr`). The official values are head_lr_multiplier =
+head_wd_multiplier = last_layer_wd_multiplier = 1.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def build_param_groups(
     layer_decay: float = 1.0,
     patch_embed_lr_mult: float = 0.2,
     head_wd_multiplier: float = 1.0,
+    head_lr_multiplier: float = 1.0,
+    last_layer_wd_multiplier: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Optimizer groups over the trainable parameters of `modules` ({"backbone": vit, "dino_head": ..., ...}).
 
@@ -46,10 +50,11 @@ def build_param_groups(
     """
     if layer_decay <= 0:
         raise ValueError(f"layer_decay must be > 0, got {layer_decay}.")
-    if patch_embed_lr_mult < 0 or head_wd_multiplier < 0:
-        raise ValueError(
-            f"patch_embed_lr_mult and head_wd_multiplier must be >= 0, got {patch_embed_lr_mult}, {head_wd_multiplier}."
-        )
+    multipliers = {"patch_embed_lr_mult": patch_embed_lr_mult, "head_wd_multiplier": head_wd_multiplier,
+                   "head_lr_multiplier": head_lr_multiplier, "last_layer_wd_multiplier": last_layer_wd_multiplier}
+    negative = {name: value for name, value in multipliers.items() if value < 0}
+    if negative:
+        raise ValueError(f"Multipliers must be >= 0, got {negative}.")
     groups: dict[tuple[float, float, bool], dict[str, Any]] = {}
     for module_name, module in modules.items():
         is_backbone = module_name == "backbone"
@@ -64,10 +69,12 @@ def build_param_groups(
                 if "patch_embed" in name:
                     lr_mult *= patch_embed_lr_mult
             else:
-                wd_mult = head_wd_multiplier
+                lr_mult, wd_mult = head_lr_multiplier, head_wd_multiplier
+            is_last_layer = "last_layer" in name
+            if is_last_layer:
+                wd_mult *= last_layer_wd_multiplier
             if name.endswith("bias") or "norm" in name or "gamma" in name:
                 wd_mult = 0.0
-            is_last_layer = "last_layer" in name
             key = (lr_mult, wd_mult, is_last_layer)
             if key not in groups:
                 groups[key] = {

@@ -4,6 +4,8 @@ config: data, augmentation, collator, TrainingArguments, trainer."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,9 @@ from .augment import MultiCropAugmentation
 from .collate import MixedResolutionCollator, MultiCropCollator
 from .config import CropResolution, DistillationConfig, PretrainConfig, load_yaml_with_overrides
 from .meta_arch import SSLMetaArch
-from .trainer import SSLTrainer
+from .trainer import MAX_UNREADABLE_FRACTION, SSLTrainer
+
+LOG_HISTORY_FILE = "log_history.json"  # written into the output folder at the end of a run
 
 DATA_KINDS = ("fashion_mnist", "imagefolder", "hub")
 
@@ -23,7 +27,11 @@ DATA_KINDS = ("fashion_mnist", "imagefolder", "hub")
 def load_image_dataset(data: dict[str, Any]):
     """A `datasets.Dataset` with an image column from a `data` config section.
 
-    kinds: fashion_mnist {split, limit, offset}; imagefolder {path}; hub {name, split} (any `datasets` dataset).
+    kinds: fashion_mnist {split, limit, offset}; imagefolder {path} (a folder of image files, in class subfolders or
+    not); hub {name, config, split}: any dataset `datasets.load_dataset(name, config)` reads (a Hub id, a local
+    dataset folder, a loader name). The images are read from column `image_key` (default "image"); images that
+    cannot be decoded are skipped and counted during training, at most a share `max_unreadable_fraction` (default
+    0.01) of the dataset per epoch (see `trainer.UnreadableImagesCallback`).
     """
     import datasets
 
@@ -33,9 +41,11 @@ def load_image_dataset(data: dict[str, Any]):
 
         return load_fashion_mnist(data.get("split", "train"), data.get("limit"), data.get("offset", 0))
     if kind == "imagefolder":
+        if not data.get("path") or not Path(data["path"]).is_dir():
+            raise FileNotFoundError(f"data.path must be a folder of images for data.kind imagefolder, got {data.get('path')!r}.")
         return datasets.load_dataset("imagefolder", data_dir=data["path"], split="train")
     if kind == "hub":
-        return datasets.load_dataset(data["name"], split=data.get("split", "train"))
+        return datasets.load_dataset(data["name"], data.get("config"), split=data.get("split", "train"))
     raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {kind!r}.")
 
 
@@ -48,7 +58,8 @@ def build_trainer(config: dict[str, Any], train_dataset=None) -> SSLTrainer:
         raise ValueError(f"Unknown config sections {unknown}; expected recipe, data and training.")
     distillation = "students" in config.get("recipe", {})
     recipe = (DistillationConfig if distillation else PretrainConfig).from_dict(config.get("recipe", {}))
-    training = {"remove_unused_columns": False, "max_grad_norm": 0.0, "report_to": [], **config.get("training", {})}
+    report_to = ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else []
+    training = {"remove_unused_columns": False, "max_grad_norm": 0.0, "report_to": report_to, **config.get("training", {})}
     training.pop("resume_from_checkpoint", None)
     args = TrainingArguments(**training)
     set_seed(args.seed)  # the initial weights depend on the seed, as in Trainer(model_init=...)
@@ -81,8 +92,15 @@ def build_trainer(config: dict[str, Any], train_dataset=None) -> SSLTrainer:
         collator = collator_for(CropResolution(recipe.global_size, recipe.local_size, gram_size))
     else:
         collator = MixedResolutionCollator([collator_for(sizes) for sizes in recipe.resolutions])
-    dataset = train_dataset if train_dataset is not None else load_image_dataset(config.get("data", {}))
-    return trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    data = config.get("data", {})
+    dataset = train_dataset if train_dataset is not None else load_image_dataset(data)
+    image_key = data.get("image_key", "image")
+    if getattr(dataset, "column_names", None) is not None and image_key not in dataset.column_names:
+        raise ValueError(f"The dataset has no column {image_key!r} (its columns: {dataset.column_names}); set data.image_key.")
+    return trainer_class(
+        model=model, args=args, train_dataset=dataset, data_collator=collator,
+        max_unreadable_fraction=data.get("max_unreadable_fraction", MAX_UNREADABLE_FRACTION),
+    )
 
 
 def run_training(config_path: str | Path, overrides: list[str] = ()) -> SSLTrainer:
@@ -96,7 +114,46 @@ def run_training(config_path: str | Path, overrides: list[str] = ()) -> SSLTrain
             raise FileNotFoundError(f"resume_from_checkpoint=true but {trainer.args.output_dir} has no checkpoint-* folder.")
     trainer.train(resume_from_checkpoint=resume or None)
     trainer.save_backbones(trainer.args.output_dir)
+    if trainer.is_world_process_zero():
+        log_file = Path(trainer.args.output_dir) / LOG_HISTORY_FILE
+        log_file.write_text(json.dumps(trainer.state.log_history, indent=1))
     return trainer
+
+
+def read_log_history(path: str | Path) -> list[dict[str, Any]]:
+    """The log history of a run: `path` is a run folder (its `log_history.json`, else its last checkpoint's), a
+    checkpoint folder (`trainer_state.json`) or one of those JSON files."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / LOG_HISTORY_FILE).is_file():
+            path = path / LOG_HISTORY_FILE
+        else:
+            folder = path if (path / "trainer_state.json").is_file() else get_last_checkpoint(str(path))
+            if folder is None:
+                raise FileNotFoundError(
+                    f"{path} has neither {LOG_HISTORY_FILE} nor trainer_state.json nor checkpoint-N folders: pass an "
+                    "SSL run's output folder or one of its checkpoints."
+                )
+            path = Path(folder) / "trainer_state.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: pass an SSL run's output folder or one of its checkpoints.")
+    data = json.loads(path.read_text())
+    return data["log_history"] if isinstance(data, dict) else data
+
+
+def plot_main(argv: list[str] | None = None) -> int:
+    """`training/plot_diagnostics.py RUN [--out PNG]`: the diagnostics of a run as curves."""
+    from ..viz import plot_training_diagnostics
+
+    parser = argparse.ArgumentParser(description="Draw an SSL run's training diagnostics to a PNG.")
+    parser.add_argument("run", help="run output folder, checkpoint folder, log_history.json or trainer_state.json")
+    parser.add_argument("--out", help="PNG path (default: diagnostics.png in the run folder)")
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "diagnostics.png"
+    plot_training_diagnostics(read_log_history(run), out, title=str(run))
+    print(f"wrote {out}")
+    return 0
 
 
 def main(
