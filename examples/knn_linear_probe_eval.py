@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoImageProcessor, AutoModel
 
 from dinov3_hf import Dinov3HfImageProcessor, Dinov3HfViTConfig, Dinov3HfViTModel
 from dinov3_hf.data import load_fashion_mnist
-from dinov3_hf.metrics import accuracy, extract_cls_features, knn_eval_on_dataset
+from dinov3_hf.metrics import extract_cls_features, knn_eval_on_dataset, linear_probe_accuracy
 
 
 def load_backbone(spec: str | None, seed: int = 0):
@@ -50,24 +49,6 @@ def load_backbone(spec: str | None, seed: int = 0):
     return model, processor
 
 
-def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, weight_decay: float = 1e-4) -> float:
-    """Test accuracy of a softmax regression on standardised features, fitted full-batch with L-BFGS."""
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    linear = torch.nn.Linear(train_x.shape[1], num_classes)
-    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(linear(train_x), train_y) + weight_decay * linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        return accuracy(linear(test_x), test_y)
-
-
 def evaluate(model, processor, bank, queries, k: int, size: int) -> dict[str, float]:
     # resize to the model's input size; Fashion-MNIST is 28 x 28 grayscale (the processor converts it to RGB)
     def preprocess(images, **kwargs):
@@ -81,7 +62,7 @@ def evaluate(model, processor, bank, queries, k: int, size: int) -> dict[str, fl
     train_x = extract_cls_features(model, bank["image"], transform)
     test_x = extract_cls_features(model, queries["image"], transform)
     train_y, test_y = torch.tensor(bank["label"]), torch.tensor(queries["label"])
-    probe = linear_probe(train_x, train_y, test_x, test_y, num_classes=10)
+    probe = linear_probe_accuracy(train_x, train_y, test_x, test_y)
     return {"knn_accuracy": knn, "linear_probe_accuracy": probe}
 
 

@@ -108,3 +108,55 @@ def test_evaluate_modules_give_the_same_numbers():
 
     with pytest.raises(ValueError, match="Unknown metric"):
         load_metric("f1")
+
+
+def test_linear_probe_accuracy_separable_and_chance():
+    from dinov3_hf.metrics import linear_probe_accuracy
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=generator) * 4
+    labels = torch.arange(400) % 4
+    features = centres[labels] + torch.randn(400, 16, generator=generator)
+    # well separated classes: every test point classified correctly
+    assert linear_probe_accuracy(features[:300], labels[:300], features[300:], labels[300:]) == 1.0
+    # labels unrelated to the features: about chance (0.25) on held-out points
+    shuffled = labels[torch.randperm(400, generator=generator)]
+    noise = torch.randn(400, 16, generator=generator)
+    assert linear_probe_accuracy(noise[:300], shuffled[:300], noise[300:], shuffled[300:]) < 0.45
+
+
+def test_pixel_features_flatten_images():
+    from PIL import Image
+
+    from dinov3_hf.metrics import pixel_features
+
+    images = [Image.fromarray(np.full((2, 3), value, dtype=np.uint8)) for value in (0, 7)]
+    features = pixel_features(images)
+    assert features.shape == (2, 6) and features.dtype == torch.float32
+    assert torch.equal(features[1], torch.full((6,), 7.0))
+
+
+def test_eval_knn_script_reports_model_and_pixel_baselines(capsys, tmp_path):
+    """training/eval_knn.py: kNN and linear probe of the shipped model, random init, raw and mean-centred pixels; the
+    pixel rows equal a direct computation."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from dinov3_hf.data import load_fashion_mnist
+    from dinov3_hf.metrics import knn_accuracy, pixel_features
+
+    path = Path(__file__).parents[1] / "training" / "eval_knn.py"
+    spec = importlib.util.spec_from_file_location("eval_knn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--bank", "300", "--queries", "100", "--json", str(tmp_path / "r.json")])
+    assert set(results) == {"trained", "random init", "raw pixels", "mean-centred pixels"}
+    bank, queries = load_fashion_mnist("train", limit=300, offset=50000), load_fashion_mnist("test", limit=100)
+    bank_x, query_x = pixel_features(bank["image"]), pixel_features(queries["image"])
+    mean = bank_x.mean(0)
+    labels = torch.tensor(bank["label"]), torch.tensor(queries["label"])
+    assert results["raw pixels"]["knn"] == knn_accuracy(bank_x, labels[0], query_x, labels[1])
+    assert results["mean-centred pixels"]["knn"] == knn_accuracy(bank_x - mean, labels[0], query_x - mean, labels[1])
+    assert json.loads((tmp_path / "r.json").read_text())["results"] == results
+    assert "kNN gain over random init" in capsys.readouterr().out

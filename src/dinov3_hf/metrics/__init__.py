@@ -1,7 +1,8 @@
 """Evaluation metrics that run offline: plain-torch functions, local `evaluate` modules and kNN evaluation."""
 
 from .functional import METRIC_NAMES, accuracy, depth_metrics, intersect_and_union, iou_from_areas, load_metric, mean_iou
-from .knn import extract_cls_features, knn_accuracy, knn_eval_on_dataset
+from .knn import extract_cls_features, knn_accuracy, knn_eval_on_dataset, pixel_features
+from .linear_probe import linear_probe_accuracy
 
 __all__ = [
     "METRIC_NAMES",
@@ -12,6 +13,8 @@ __all__ = [
     "iou_from_areas",
     "knn_accuracy",
     "knn_eval_on_dataset",
+    "linear_probe_accuracy",
     "load_metric",
     "mean_iou",
+    "pixel_features",
 ]

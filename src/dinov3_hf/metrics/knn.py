@@ -35,6 +35,14 @@ def knn_accuracy(
     return correct / len(test)
 
 
+def pixel_features(images: Sequence) -> torch.Tensor:
+    """The raw pixels of each image (PIL or array, all of one size) as a flat float vector [N, H·W·C]: the no-model
+    baseline of a kNN or linear-probe evaluation."""
+    import numpy as np
+
+    return torch.from_numpy(np.stack([np.asarray(image, dtype=np.float32).reshape(-1) for image in images]))
+
+
 @torch.inference_mode()
 def extract_cls_features(
     model: torch.nn.Module,
