@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Gram anchoring at toy scale (issue 5, C2): continue a small pretrained model with and without the Gram loss, on
+"""Gram anchoring at toy scale: continue a small pretrained model with and without the Gram loss, on
 the same data and steps, and compare what the paper says Gram anchoring protects: the dense features.
 
 Both arms start from the same pretraining checkpoint (`--init-from`, default the Fashion-MNIST CPU run that made the

@@ -116,6 +116,29 @@ def test_errors(tiny_model_dir, photos, tmp_path, capsys):
     assert "--out" in capsys.readouterr().err
 
 
+def test_max_tokens(tiny_model_dir, tmp_path, capsys):
+    """A 300 x 3 strip of a photo is refused at the default size (78400 tokens) and goes through with --max-tokens."""
+    model_dir, _ = tiny_model_dir
+    strip = tmp_path / "strip.png"
+    Image.fromarray(data.coffee()[200:203, :300]).save(strip)
+    out = tmp_path / "out"
+    assert main(["features", str(strip), "-m", str(model_dir), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "3x300 pixels" in err and "448x44800 input of 28x2800 = 78400 patch tokens" in err
+    assert "max_tokens=16384" in err and "--max-tokens 78400" in err
+
+    args = ["features", str(strip), "-m", str(model_dir), "-o", str(out), "--size", "32"]  # 32 x 3200: 400 tokens
+    assert main([*args, "--max-tokens", "399"]) == 1
+    assert "400 patch tokens" in capsys.readouterr().err
+    assert not (out / "strip.safetensors").exists()
+    assert main([*args, "--max-tokens", "400"]) == 0
+    tensors, metadata = read(out / "strip.safetensors")
+    assert tensors["patch_tokens"].shape == (2, 200, DIM)
+    assert (metadata["input_height"], metadata["input_width"]) == ("32", "3200")
+    assert main([*args, "--max-tokens", "0"]) == 1
+    assert "--max-tokens must be a positive number" in capsys.readouterr().err
+
+
 def test_convnext_output_fields():
     """ConvNeXt outputs have no registers: `registers` is [0, C] and the grid is the stride-32 map."""
     config = Dinov3HfConvNextConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 32, 48])
@@ -124,13 +147,13 @@ def test_convnext_output_fields():
     pixel_values = processor(data.coffee(), return_tensors="pt").pixel_values
     assert pixel_values.shape == (1, 3, 64, 96)
     with torch.no_grad():
-        tensors, grid = _features_of(model(pixel_values=pixel_values))
+        tensors, grid = _features_of(model(pixel_values=pixel_values), pixel_values.shape[-2:], 32)
     assert grid == (2, 3)
     assert tensors["cls"].shape == (48,) and tensors["registers"].shape == (0, 48)
     assert tensors["patch_tokens"].shape == (2, 3, 48)
     plain = BaseModelOutputWithPooling(last_hidden_state=torch.zeros(1, 2, 3), pooler_output=torch.zeros(1, 3))
-    with pytest.raises(CliError, match="without register_tokens, patch_tokens, grid_size"):
-        _features_of(plain)
+    with pytest.raises(CliError, match="without patch_tokens"):
+        _features_of(plain, (64, 96), 32)
 
 
 def test_python_dash_m(monkeypatch, capsys):

@@ -1,13 +1,16 @@
-"""E3 / E5: dino.txt zero-shot classification and open-vocabulary segmentation end to end on real photos (pipelines,
+"""dino.txt zero-shot classification and open-vocabulary segmentation end to end on real photos (pipelines,
 function, CLI), with template averaging and sliding windows checked by hand, and clear errors for bad labels."""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from skimage import data
 from transformers import AutoProcessor, pipeline
 
@@ -78,7 +81,8 @@ def test_sliding_windows_average_the_window_softmaxes(saved):
 
     def window_probs(crop):
         vision = model.encode_image(crop)
-        h, w = vision.grid_size
+        patch = model.config.backbone_config.patch_size
+        h, w = crop.shape[-2] // patch, crop.shape[-1] // patch
         cos = (F.normalize(vision.patch_tokens, dim=-1) @ classes.t()).transpose(1, 2).reshape(1, 3, h, w)
         return F.interpolate(cos, size=crop.shape[-2:], mode="bilinear").softmax(dim=1)
 
@@ -129,3 +133,18 @@ def test_cli_segment_text(saved, tmp_path, capsys):
     assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 1, 2}
     assert main(["segment-text", str(photo), "--labels", " , ", "--model", str(path), "--out", str(out)]) == 1
     assert "--labels needs at least one class name" in capsys.readouterr().err
+
+
+def test_cli_segment_text_refuses_a_checkpoint_without_its_text_tower(saved, tmp_path, capsys):
+    path, _, _ = saved
+    incomplete = tmp_path / "no_text"
+    shutil.copytree(path, incomplete)
+    weights = load_file(path / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("text_model.")}, incomplete / "model.safetensors",
+              metadata={"format": "pt"})
+    photo = tmp_path / "coffee.jpg"
+    Image.fromarray(data.coffee()).resize((75, 50)).save(photo)
+    args = ["segment-text", str(photo), "--labels", "cup", "--model", str(incomplete), "--out", str(tmp_path / "out")]
+    assert main(args) == 1
+    assert "weights missing text_model.blocks.0" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "coffee_mask.png").exists()

@@ -56,7 +56,7 @@ def test_knn_linear_probe_eval():
 
 
 def test_segmentation_probe_on_shipped_model_beats_random_init():
-    """D3: on held-out texture mosaics the linear probe on the shipped checkpoint beats a random-init backbone."""
+    """On held-out texture mosaics the linear probe on the shipped checkpoint beats a random-init backbone."""
     spec = importlib.util.spec_from_file_location("example_seg_full", EXAMPLES / "train_segmentation_probe.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,4 +1,4 @@
-"""Task metrics (D5) against hand-computed values, and the offline `evaluate` modules giving the same numbers."""
+"""Task metrics against hand-computed values, and the offline `evaluate` modules giving the same numbers."""
 
 from __future__ import annotations
 

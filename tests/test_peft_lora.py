@@ -1,4 +1,4 @@
-"""PEFT LoRA on the dinov3_hf ViT (D4): adapters on the attention (qkv, proj) and FFN projections (fc1/fc2, or the
+"""PEFT LoRA on the dinov3_hf ViT: adapters on the attention (qkv, proj) and FFN projections (fc1/fc2, or the
 SwiGLU w1 gate / w2 / w3) train, save, load and merge, and the merged model reproduces the adapter model."""
 
 from __future__ import annotations

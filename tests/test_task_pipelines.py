@@ -1,4 +1,4 @@
-"""transformers pipelines on saved task models (D1): image-classification, image-segmentation, depth-estimation,
+"""transformers pipelines on saved task models: image-classification, image-segmentation, depth-estimation,
 with outputs at the input image's size; the processor's post-processing; unsupported image modes."""
 
 from __future__ import annotations

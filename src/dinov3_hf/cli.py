@@ -2,44 +2,55 @@
 
 Each subcommand is one `_add_<name>_parser(subparsers)` function, listed in `SUBCOMMANDS`, that registers its
 arguments and sets `func=run_<name>`; `run_<name>(args) -> int` does the work and raises `CliError` for user errors.
+
+Building the parser imports nothing beyond the standard library, so that `--help` and `--version` answer at once:
+torch, transformers, numpy, PIL and the package's models are imported inside the functions that use them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
-from safetensors.torch import save_file
-from tqdm.auto import tqdm
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForDepthEstimation,
-    AutoModelForSemanticSegmentation,
-    PretrainedConfig,
-    PreTrainedModel,
-)
-from transformers.utils import IMAGE_PROCESSOR_NAME
-from transformers.utils.hub import cached_file
+from . import __version__
 
-from .convert import FORMATS, CheckpointError, convert_checkpoint, load_model
-from .models.dinotxt import DINOTXT_PRESETS
-from .pretrained_models import DEFAULT_MODEL, default_model_path
-from .processing import Dinov3HfDinoTxtProcessor, Dinov3HfImageProcessor
-from .viz import colorize_depth, label_palette, pca_image, segmentation_overlay
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    from .processing import Dinov3HfImageProcessor
 
 DEFAULT_GRID = 28  # default --size: 28 output tokens along the shorter image side
+# `dinov3_hf.convert.FORMATS` and the names of `convert.heads.OFFICIAL_HEADS` and `LINEAR_PROBES`, spelt out so that
+# building the parser imports no torch (tests/test_newcomer.py checks that they agree)
+CONVERT_FORMATS = ("dinov3_hf", "hf", "official")
+CONVERT_HEADS = ("dinov3_vit7b16_lc", "dinov3_vit7b16_dd", "dinov3_vitl16_chmv2", "linear_segmentation", "linear_depth")
 
 
 class CliError(Exception):
     """A user-facing error: printed as `dinov3-hf <command>: error: <message>`, exit status 1."""
+
+
+def _add_backbone_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """IMAGE paths, and `--model` / `--arch` for a backbone checkpoint described by `what`."""
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (anything PIL reads)")
+    parser.add_argument(
+        "--model",
+        "-m",
+        help=(
+            f"{what}: a dinov3_hf or transformers folder, a Hub id, or an official .pth (with --arch). Default: the "
+            "small ViT shipped with dinov3-hf, pretrained with this package on Fashion-MNIST "
+            "(model_cards/dinov3_hf_fmnist_vit.md)"
+        ),
+    )
+    parser.add_argument("--arch", help="preset of an official .pth checkpoint given as --model, e.g. vitl16")
 
 
 # -- features ----------------------------------------------------------------------------------------------------------
@@ -55,17 +66,7 @@ def _add_features_parser(subparsers: argparse._SubParsersAction) -> None:
             "first 3 PCA components of the patch features as RGB, at the image's original size."
         ),
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (anything PIL reads)")
-    parser.add_argument(
-        "--model",
-        "-m",
-        help=(
-            "checkpoint in any format: a dinov3_hf or transformers folder, a Hub id, or an official .pth (with "
-            "--arch). Default: the small ViT shipped with dinov3-hf, pretrained with this package on Fashion-MNIST "
-            "(model_cards/dinov3_hf_fmnist_vit.md)"
-        ),
-    )
-    parser.add_argument("--arch", help="preset of an official .pth checkpoint given as --model, e.g. vitl16")
+    _add_backbone_arguments(parser, "checkpoint in any format")
     parser.add_argument(
         "--size",
         type=int,
@@ -75,6 +76,15 @@ def _add_features_parser(subparsers: argparse._SubParsersAction) -> None:
             f"{DEFAULT_GRID} output tokens, i.e. {DEFAULT_GRID} x the model's stride (448 for a ViT/16)"
         ),
     )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help=(
+            "refuse an image that would give more than this many patch tokens (input height x width / stride^2), "
+            "e.g. a thin strip resized to --size; default: the model's image processor setting (max_tokens)"
+        ),
+    )
     parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda; default cpu")
     parser.set_defaults(func=run_features)
@@ -82,9 +92,19 @@ def _add_features_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_features(args: argparse.Namespace) -> int:
     """The `features` command: see `_add_features_parser`."""
+    import torch
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    from .pretrained_models import DEFAULT_MODEL
+    from .viz import pca_image
+
     if args.size is not None and args.size < 1:
         raise CliError(f"--size must be a positive number of pixels, got {args.size}.")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise CliError(f"--max-tokens must be a positive number of tokens, got {args.max_tokens}.")
     paths = _check_image_paths(args.images)
+    _check_output_folder(args.out)
     try:
         device = torch.device(args.device)
     except RuntimeError as err:
@@ -97,18 +117,15 @@ def run_features(args: argparse.Namespace) -> int:
         raise CliError(f"cannot use --device {args.device!r}: {err}") from err
     model_name = args.model or f"{DEFAULT_MODEL} (shipped default)"
     size = args.size or DEFAULT_GRID * model.config.output_stride
+    max_tokens = processor.max_tokens if args.max_tokens is None else args.max_tokens
     args.out.mkdir(parents=True, exist_ok=True)
 
     for path in tqdm(paths, desc="features", unit="image"):
         image = _read_image(path)
-        try:
-            inputs = processor(image, size={"shortest_edge": size}, do_center_crop=False, return_tensors="pt")
-        except ValueError as err:
-            raise CliError(f"cannot preprocess {path}: {err}") from err
-        pixel_values = inputs["pixel_values"].to(device=device, dtype=model.dtype)
+        pixel_values = _pixel_values(processor, image, path, size, max_tokens).to(device=device, dtype=model.dtype)
         with torch.inference_mode():
             output = model(pixel_values=pixel_values)
-        tensors, grid = _features_of(output)
+        tensors, grid = _features_of(output, pixel_values.shape[-2:], model.config.output_stride)
         metadata = {
             "source": str(path),
             "model": model_name,
@@ -127,6 +144,18 @@ def run_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pixel_values(processor, image, path: Path, size: int, max_tokens: int | None):
+    """The processor's [1, 3, H, W] input for `image` (shorter side resized to `size`, no crop); a CliError naming
+    `path` when it cannot be preprocessed (e.g. more than `max_tokens` patch tokens)."""
+    try:
+        inputs = processor(
+            image, size={"shortest_edge": size}, do_center_crop=False, max_tokens=max_tokens, return_tensors="pt"
+        )
+    except ValueError as err:
+        raise CliError(f"cannot preprocess {path}: {err}") from err
+    return inputs["pixel_values"]
+
+
 def _check_image_paths(paths: Sequence[Path]) -> list[Path]:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -140,8 +169,26 @@ def _check_image_paths(paths: Sequence[Path]) -> list[Path]:
     return list(paths)
 
 
+def _check_output_folder(path: Path, option: str = "--out") -> None:
+    """Before any work: a CliError naming `path` unless it is a folder, or can be created as one, in which files can be
+    written. Creates nothing (a probe file in the nearest existing folder is removed at once)."""
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is an existing file" if existing == path else f"lies under the file {existing}"
+        raise CliError(f"{option} {path} {what}, but must be a folder (created if missing); pass another path.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise CliError(f"cannot write to {option} {path} ({existing}: {err.strerror or err}); pass a writable folder.")
+
+
 def _read_image(path: Path) -> Image.Image:
     """The image at `path`, fully decoded and turned upright per its EXIF orientation."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         with Image.open(path) as image:
             image.load()
@@ -154,6 +201,12 @@ def _load_model_and_processor(
     name: str | None, arch: str | None = None
 ) -> tuple[PreTrainedModel, Dinov3HfImageProcessor, str]:
     """(model, processor, "shipped" | "loaded"); without `name`, the package's shipped default model."""
+    from transformers import AutoImageProcessor, AutoModel
+
+    from .convert import load_model
+    from .pretrained_models import default_model_path
+    from .processing import Dinov3HfImageProcessor
+
     if name is None:
         path = default_model_path()
         model = AutoModel.from_pretrained(path)
@@ -169,6 +222,12 @@ def _load_model_and_processor(
 
 def _load_processor(name: str, config: PretrainedConfig) -> Dinov3HfImageProcessor:
     """The model's saved processor if it is ours; else ours built from the config (and the saved mean / std)."""
+    from transformers import AutoImageProcessor
+    from transformers.utils import IMAGE_PROCESSOR_NAME
+    from transformers.utils.hub import cached_file
+
+    from .processing import Dinov3HfImageProcessor
+
     has_processor = cached_file(
         name,
         IMAGE_PROCESSOR_NAME,
@@ -185,19 +244,24 @@ def _load_processor(name: str, config: PretrainedConfig) -> Dinov3HfImageProcess
     )
 
 
-def _features_of(output: object) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
-    """`cls` [D], `registers` [R, D] and `patch_tokens` [h, w, D] of the first image in a model output, and (h, w)."""
-    fields = ("pooler_output", "register_tokens", "patch_tokens", "grid_size")
+def _features_of(
+    output: object, input_size: Sequence[int], stride: int
+) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
+    """`cls` [D], `registers` [R, D] (R = 0 without registers) and `patch_tokens` [h, w, D] of the first image in a
+    model output, and the token grid (h, w) = (H // stride, W // stride) of the (H, W) input."""
+    fields = ("pooler_output", "patch_tokens")
     missing = [name for name in fields if getattr(output, name, None) is None]
     if missing:
         raise CliError(
             f"the model returned {type(output).__name__} without {', '.join(missing)}; `features` needs a dinov3_hf "
             "model (Dinov3HfViTModel or Dinov3HfConvNextModel)."
         )
-    h, w = int(output.grid_size[0]), int(output.grid_size[1])
+    h, w = int(input_size[0]) // stride, int(input_size[1]) // stride
+    cls = output.pooler_output[0]
+    registers = getattr(output, "register_tokens", None)
     tensors = {
-        "cls": output.pooler_output[0],
-        "registers": output.register_tokens[0],
+        "cls": cls,
+        "registers": cls.new_zeros(0, cls.shape[-1]) if registers is None else registers[0],
         "patch_tokens": output.patch_tokens[0].reshape(h, w, -1),
     }
     return {name: t.float().cpu().contiguous() for name, t in tensors.items()}, (h, w)
@@ -220,21 +284,50 @@ def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("src", metavar="SRC")
     parser.add_argument("dst", type=Path, metavar="DST")
     parser.add_argument("--arch", help="preset of an official .pth SRC (required for it), e.g. vits16, vit7b16_sat")
-    parser.add_argument("--to", choices=FORMATS, default="dinov3_hf", help="target format (default dinov3_hf)")
+    parser.add_argument("--to", choices=CONVERT_FORMATS, default="dinov3_hf", help="target format (default dinov3_hf)")
     parser.add_argument(
         "--backbone",
         help=(
-            "dino.txt only (--arch dinov3_vitl16_dinotxt_tet1280d20h24l): the backbone checkpoint that goes with the "
-            "official vision-head-and-text-encoder SRC (an official .pth, read with --backbone-arch, or a folder); "
-            "DST receives one folder with the model, its image processor and tokenizer"
+            "dino.txt (--arch dinov3_vitl16_dinotxt_tet1280d20h24l) and --head: the backbone checkpoint that goes "
+            "with the official head SRC (an official .pth, read with --backbone-arch, or a folder); for dino.txt DST "
+            "receives one folder with the model, its image processor and tokenizer"
         ),
     )
-    parser.add_argument("--backbone-arch", help="preset of an official .pth --backbone (default: the dino.txt preset's)")
+    parser.add_argument(
+        "--backbone-arch", help="preset of an official .pth --backbone (default: the dino.txt / released head's one)"
+    )
+    parser.add_argument(
+        "--head",
+        choices=CONVERT_HEADS,
+        help=(
+            "convert an official head file: a released head, or a linear probe written by the official training "
+            "scripts ({\"model\": ...} files). --to dinov3_hf: SRC is the head .pth, --backbone its backbone (an "
+            "official .pth, read with --backbone-arch, or a folder / Hub id), DST the task-model folder; "
+            "--to official: SRC is our task-model folder, DST the head .pth"
+        ),
+    )
+    parser.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        help="linear probes: the backbone layers whose features the probe was trained on (default the last)",
+    )
     parser.set_defaults(func=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     """The `convert` command: see `_add_convert_parser`."""
+    from .convert import CheckpointError, convert_checkpoint
+    from .convert.checkpoints import _OFFICIAL_SUFFIXES
+    from .models.dinotxt import DINOTXT_PRESETS
+
+    official_file = args.to == "official" and args.dst.suffix in _OFFICIAL_SUFFIXES
+    if official_file:
+        _check_output_folder(args.dst.parent, "the folder of DST")
+    else:
+        _check_output_folder(args.dst, "DST")
+    if args.head:
+        return _convert_head(args)
     if args.arch in DINOTXT_PRESETS or args.backbone:
         return _convert_dinotxt(args)
     try:
@@ -245,8 +338,51 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_head(args: argparse.Namespace) -> int:
+    """`convert --head`: an official head file -> our task model on --backbone, or our task model -> the head file."""
+    from transformers import AutoConfig
+
+    from .convert import CheckpointError
+    from .convert.heads import (
+        LINEAR_PROBES,
+        OFFICIAL_HEAD_MODELS,
+        build_official_head_model,
+        official_head_kind,
+        save_official_head,
+    )
+    from .processing import Dinov3HfImageProcessor
+
+    if args.layers and args.head not in LINEAR_PROBES:
+        raise CliError(f"--layers applies to the linear probes ({', '.join(LINEAR_PROBES)}), not to {args.head}.")
+    try:
+        if args.to == "official":
+            config = AutoConfig.from_pretrained(args.src)
+            kind, wanted = official_head_kind(config), official_head_kind(args.head)
+            if kind != wanted:
+                raise CliError(f"{args.src} has a head of the official {kind} layout, not the {wanted} of {args.head}.")
+            out = save_official_head(OFFICIAL_HEAD_MODELS[kind].from_pretrained(args.src), args.dst)
+            print(f"Wrote official {args.head} head to {out}", file=sys.stderr)
+            return 0
+        if args.to != "dinov3_hf" or not args.backbone:
+            raise CliError(
+                "--head converts SRC (the head .pth) with --backbone BACKBONE to --to dinov3_hf, or SRC (our task "
+                f"model) to --to official; got --to {args.to!r}, --backbone {args.backbone!r}."
+            )
+        fields = {"layers": args.layers} if args.layers else {}
+        model = build_official_head_model(args.head, args.src, args.backbone, args.backbone_arch, **fields)
+    except (CheckpointError, OSError, ValueError) as err:
+        raise CliError(str(err)) from err
+    model.save_pretrained(args.dst)
+    Dinov3HfImageProcessor.for_model_config(model.config).save_pretrained(args.dst)
+    print(f"Wrote {type(model).__name__} and its image processor to {args.dst}", file=sys.stderr)
+    return 0
+
+
 def _convert_dinotxt(args: argparse.Namespace) -> int:
+    from .convert import CheckpointError
     from .convert.dinotxt import load_official_dinotxt
+    from .models.dinotxt import DINOTXT_PRESETS
+    from .processing import Dinov3HfDinoTxtProcessor
 
     if args.arch not in DINOTXT_PRESETS or not args.backbone or args.to != "dinov3_hf":
         raise CliError(
@@ -268,6 +404,18 @@ def _convert_dinotxt(args: argparse.Namespace) -> int:
 
 # checkpoint model types that are bare backbones: `depth` and `segment` need a model with a trained head
 _BACKBONE_MODEL_TYPES = ("dinov3_hf_vit", "dinov3_vit", "dinov3_hf_convnext", "dinov3_convnext")
+# what a model of each of our checkpoint types is, and where it is used, for the errors on a model of the wrong kind
+_MODEL_KINDS = {
+    **{
+        model_type: "a bare backbone without a head: use it with `dinov3-hf features`, or train a head on it first "
+        "(e.g. with the probe scripts in examples/) and pass the saved folder"
+        for model_type in _BACKBONE_MODEL_TYPES
+    },
+    "dinov3_hf_semantic_segmentation": "a semantic-segmentation model: use it with `dinov3-hf segment`",
+    "dinov3_hf_depth_estimation": "a depth-estimation model: use it with `dinov3-hf depth`",
+    "dinov3_hf_dinotxt": "a dino.txt model: use it with `dinov3-hf segment-text`",
+    "dinov3_hf_image_classification": "an image classifier: use it with transformers' image-classification pipeline",
+}
 RAW_DEPTH_FORMATS = ("npy", "safetensors")
 
 
@@ -331,22 +479,27 @@ def _add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_segment)
 
 
-def _load_task_model(name: str, auto_class: type, task: str) -> tuple[PreTrainedModel, Dinov3HfImageProcessor]:
-    """A saved task model and its processor, with clear errors for backbones and models of another task."""
+def _check_model_kind(name: str, task: str, config_classes: Container[type]) -> None:
+    """A CliError saying what the model `name` is and which command takes it, unless its config is one of
+    `config_classes`."""
+    from transformers import AutoConfig
+
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as err:
         raise CliError(f"cannot load model {name!r}: {err}") from err
-    if config.model_type in _BACKBONE_MODEL_TYPES:
-        raise CliError(
-            f"{name} is a bare backbone ({config.model_type}) without a {task} head; train one first (e.g. with the "
-            "probe scripts in examples/) and pass the saved folder."
-        )
+    if type(config) not in config_classes:
+        kind = _MODEL_KINDS.get(config.model_type, "a model of another kind")
+        raise CliError(f"{name} holds a {config.model_type!r} model, not a {task} model: it is {kind}.")
+
+
+def _load_task_model(name: str, auto_class: type, task: str) -> tuple[PreTrainedModel, Dinov3HfImageProcessor]:
+    """A saved task model and its processor, with clear errors for models of another kind and for checkpoints whose
+    weights do not fit the model (e.g. a head whose weights are missing, which would predict from random ones)."""
+    _check_model_kind(name, task, auto_class._model_mapping)
     try:
         model = auto_class.from_pretrained(name)
-    except ValueError as err:
-        raise CliError(f"{name} holds a {config.model_type!r} model, which is not a {task} model: {err}") from err
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise CliError(f"cannot load model {name!r}: {err}") from err
     try:
         processor = _load_processor(name, model.config)
@@ -359,9 +512,12 @@ class _DensePredictor:
     """Model, processor and settings shared by `depth` and `segment`; `predict(image)` runs the model at `--size`."""
 
     def __init__(self, args: argparse.Namespace, auto_class: type, task: str):
+        import torch
+
         if args.size is not None and args.size < 1:
             raise CliError(f"--size must be a positive number of pixels, got {args.size}.")
         self.paths = _check_image_paths(args.images)
+        _check_output_folder(args.out)
         try:
             self.device = torch.device(args.device)
         except RuntimeError as err:
@@ -376,6 +532,8 @@ class _DensePredictor:
         args.out.mkdir(parents=True, exist_ok=True)
 
     def predict(self, path: Path, image: Image.Image):
+        import torch
+
         try:
             inputs = self.processor(
                 image, size={"shortest_edge": self.size}, do_center_crop=False, return_tensors="pt"
@@ -389,6 +547,13 @@ class _DensePredictor:
 
 def run_depth(args: argparse.Namespace) -> int:
     """The `depth` command: see `_add_depth_parser`."""
+    import numpy as np
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForDepthEstimation
+
+    from .viz import colorize_depth
+
     predictor = _DensePredictor(args, AutoModelForDepthEstimation, "depth-estimation")
     for path in tqdm(predictor.paths, desc="depth", unit="image"):
         image = _read_image(path)
@@ -418,6 +583,9 @@ def run_depth(args: argparse.Namespace) -> int:
 
 def run_segment(args: argparse.Namespace) -> int:
     """The `segment` command: see `_add_segment_parser`."""
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForSemanticSegmentation
+
     if not 0.0 <= args.alpha <= 1.0:
         raise CliError(f"--alpha must be in [0, 1], got {args.alpha}.")
     predictor = _DensePredictor(args, AutoModelForSemanticSegmentation, "semantic-segmentation")
@@ -440,6 +608,11 @@ def _write_label_map(
 ) -> None:
     """Write OUT/<stem>_mask.png (class indices; a palette PNG up to 256 classes, else 16-bit) and
     OUT/<stem>_overlay.png, and print the classes present by area."""
+    import numpy as np
+    from PIL import Image
+
+    from .viz import label_palette, segmentation_overlay
+
     palette = label_palette(num_labels)
     if num_labels <= 256:
         mask = Image.fromarray(labels.astype(np.uint8))
@@ -490,9 +663,12 @@ def _add_segment_text_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_segment_text(args: argparse.Namespace) -> int:
     """The `segment-text` command: see `_add_segment_text_parser`."""
+    from tqdm.auto import tqdm
     from transformers import pipeline
 
+    from .models.dinotxt import Dinov3HfDinoTxtConfig
     from .pipelines import OPEN_VOCAB_SEGMENTATION_TASK
+    from .viz import rgb_image
 
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
     if not labels:
@@ -505,6 +681,8 @@ def run_segment_text(args: argparse.Namespace) -> int:
             f"{args.stride}."
         )
     paths = _check_image_paths(args.images)
+    _check_output_folder(args.out)
+    _check_model_kind(str(args.model), "dino.txt", (Dinov3HfDinoTxtConfig,))
     try:
         segmenter = pipeline(OPEN_VOCAB_SEGMENTATION_TASK, model=str(args.model), device=args.device)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
@@ -512,11 +690,75 @@ def run_segment_text(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     names = dict(enumerate(labels))
     for path in tqdm(paths, desc="segment-text", unit="image"):
-        image = _read_image(path).convert("RGB")
+        image = rgb_image(_read_image(path))
         result = segmenter(image, candidate_labels=labels, shortest_edge=args.size, window=args.window, stride=args.stride)
         label_map = result["segmentation"].cpu().numpy()
         _write_label_map(args.out, path, image, label_map, len(labels), names, args.alpha)
     print(f"Wrote open-vocabulary segmentation of {len(paths)} image(s) to {args.out}", file=sys.stderr)
+    return 0
+
+
+# -- attention ---------------------------------------------------------------------------------------------------------
+
+
+def _add_attention_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "attention",
+        help="draw a ViT's last-layer CLS -> patch attention of every head over the image",
+        description=(
+            "For each IMAGE write OUT/<stem>_attention_head<i>.png, one per head of the last block: the attention "
+            "probabilities of the CLS token on the patch tokens, min-max scaled per head, coloured and blended over "
+            "the image at its original size."
+        ),
+    )
+    _add_backbone_arguments(parser, "a ViT checkpoint in any format")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help=f"resize the shorter image side to SIZE pixels; default {DEFAULT_GRID} x the patch size",
+    )
+    parser.add_argument("--alpha", type=float, default=0.6, help="opacity of the attention colours, 0..1 (default 0.6)")
+    parser.add_argument("--cmap", default="turbo", help="colormap: turbo (default), gray, or any matplotlib name")
+    parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
+    parser.set_defaults(func=run_attention)
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    """The `attention` command: see `_add_attention_parser`."""
+    import torch
+
+    from .models.vit import Dinov3HfViTModel
+    from .viz import attention_overlay
+
+    if args.size is not None and args.size < 1:
+        raise CliError(f"--size must be a positive number of pixels, got {args.size}.")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise CliError(f"--alpha must be in [0, 1], got {args.alpha}.")
+    paths = _check_image_paths(args.images)
+    _check_output_folder(args.out)
+    model, processor, _ = _load_model_and_processor(args.model, args.arch)
+    if not isinstance(model, Dinov3HfViTModel):
+        raise CliError(f"`attention` needs a ViT backbone, but the model is a {type(model).__name__}.")
+    model.set_attn_implementation("eager")  # the implementation that returns the probabilities
+    model.eval()
+    patch = model.config.patch_size
+    size = args.size or DEFAULT_GRID * patch
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        image = _read_image(path)
+        pixel_values = _pixel_values(processor, image, path, size, processor.max_tokens).to(model.dtype)
+        with torch.inference_mode():
+            attention = model(pixel_values=pixel_values, output_attentions=True).attentions[-1][0]
+        grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+        cls_to_patches = attention[:, 0, model.num_prefix_tokens :].reshape(-1, *grid)
+        for head, heatmap in enumerate(cls_to_patches):
+            try:
+                overlay = attention_overlay(image, heatmap, alpha=args.alpha, cmap=args.cmap)
+            except ValueError as err:  # an unknown --cmap
+                raise CliError(str(err)) from err
+            overlay.save(args.out / f"{path.stem}_attention_head{head}.png")
+    print(f"Wrote last-layer attention maps of {len(paths)} image(s) to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -528,11 +770,13 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_depth_parser,
     _add_segment_parser,
     _add_segment_text_parser,
+    _add_attention_parser,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dinov3-hf", description="DINOv3 backbones on the Hugging Face stack.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_parser in SUBCOMMANDS:
         add_parser(subparsers)
@@ -542,6 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `dinov3-hf` with `argv` (default: sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
+    from .registration import register_auto_classes  # `dinov3_hf/__init__.py` skips it in the `dinov3-hf` process
+
+    register_auto_classes()
     try:
         return args.func(args)
     except CliError as err:

@@ -1,6 +1,9 @@
-"""The one place where dinov3_hf classes are registered with the transformers Auto classes."""
+"""The one place where dinov3_hf classes are registered with the transformers Auto classes, and where `convert/`
+plugs transformers' checkpoint layouts into our models' `from_pretrained`."""
 
 from __future__ import annotations
+
+import os
 
 from transformers import (
     AutoBackbone,
@@ -14,8 +17,10 @@ from transformers import (
     AutoProcessor,
     AutoTokenizer,
 )
+from transformers.models.auto.auto_factory import _BaseAutoBackboneClass, _BaseAutoModelClass
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .convert import register_layout_loaders
 from .models.convnext import Dinov3HfConvNextBackbone, Dinov3HfConvNextConfig, Dinov3HfConvNextModel
 from .models.heads import (
     Dinov3HfDepthEstimationConfig,
@@ -26,6 +31,7 @@ from .models.heads import (
     Dinov3HfSemanticSegmentationConfig,
 )
 from .models.dinotxt import Dinov3HfDinoTxtConfig, Dinov3HfDinoTxtModel, Dinov3HfDinoTxtTokenizer
+from .models.pretrained import _model_type_of
 from .models.vit import Dinov3HfViTBackbone, Dinov3HfViTConfig, Dinov3HfViTModel
 from .pipelines import OPEN_VOCAB_SEGMENTATION_TASK, OpenVocabularySegmentationPipeline
 from .processing import Dinov3HfDinoTxtProcessor, Dinov3HfImageProcessor
@@ -34,6 +40,7 @@ BACKBONES = (
     (Dinov3HfViTConfig, Dinov3HfViTModel, Dinov3HfViTBackbone),
     (Dinov3HfConvNextConfig, Dinov3HfConvNextModel, Dinov3HfConvNextBackbone),
 )
+BACKBONE_MODEL_TYPES = tuple(config_class.model_type for config_class, _, _ in BACKBONES)
 
 # Task models: (config, the Auto class their pipeline loads through, model).
 TASK_MODELS = (
@@ -44,9 +51,26 @@ TASK_MODELS = (
 )
 
 
+def _backbone_from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+    """`AutoBackbone.from_pretrained`, loading a local folder of one of our backbones without asking the Hub.
+
+    transformers 5.23 (`_BaseAutoBackboneClass.from_pretrained`) first calls the Hub's `repo_exists` on the name, to
+    tell Hub checkpoints from timm model names. That fails for every local folder: a path is not a repo id
+    (HFValidationError), and a relative one like "my_model" needs the network (offline: OfflineModeIsEnabled).
+    Everything else goes to transformers' method unchanged.
+    """
+    name = pretrained_model_name_or_path
+    if os.path.isdir(name) and _model_type_of(name) in BACKBONE_MODEL_TYPES:
+        return _BaseAutoModelClass.from_pretrained.__func__(cls, name, *model_args, **kwargs)
+    return _BaseAutoBackboneClass.from_pretrained.__func__(cls, name, *model_args, **kwargs)
+
+
 def register_auto_classes() -> None:
     """Register configs, models, backbones, task models, the image processor, dino.txt's tokenizer and processor,
-    and the open-vocabulary segmentation pipeline task; safe to call more than once."""
+    the open-vocabulary segmentation pipeline task, and the loaders of transformers' checkpoint layouts; safe to call
+    more than once."""
+    register_layout_loaders()
+    AutoBackbone.from_pretrained = classmethod(_backbone_from_pretrained)
     for config_class, model_class, backbone_class in BACKBONES:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, model_class, exist_ok=True)

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .processing.image_processing import _to_float_rgb
+
 _PIL_RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -204,6 +206,16 @@ def colorize_labels(
     return Image.fromarray(rgb)
 
 
+def rgb_image(image: Image.Image) -> Image.Image:
+    """`image` as an 8-bit RGB PIL image, read as [`Dinov3HfImageProcessor`] reads it for the model: 16-bit modes
+    (I;16*, and I holding 0..65535) scaled by 255 / 65535, float mode F (values in [0, 1]) by 255, alpha composited
+    over white; 8-bit images as `image.convert("RGB")`. (PIL's `convert("RGB")` clips 16-bit and float pixels to
+    0..255, which turns a 16-bit photo white and a float one black.)"""
+    pixels, on_255_scale = _to_float_rgb(image, None)
+    rgb = (pixels * (1.0 if on_255_scale else 255.0)).round().clamp(0, 255).to(torch.uint8)
+    return Image.fromarray(rgb.permute(1, 2, 0).numpy())
+
+
 def segmentation_overlay(
     image: Image.Image,
     labels: torch.Tensor | np.ndarray | Image.Image,
@@ -211,8 +223,9 @@ def segmentation_overlay(
     palette: np.ndarray | None = None,
     ignore_index: int | None = 255,
 ) -> Image.Image:
-    """`image` (PIL) blended with the colours of a class map: `(1 - alpha) * image + alpha * colour` per pixel, at the
-    image's size (the map is resized by nearest neighbour when its size differs); ignored pixels keep the image."""
+    """`image` (PIL; 16-bit and float modes are scaled to 0..255 by [`rgb_image`]) blended with the colours of a class
+    map: `(1 - alpha) * image + alpha * colour` per pixel, at the image's size (the map is resized by nearest neighbour
+    when its size differs); ignored pixels keep the image."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
     array = _label_array(labels)
@@ -220,10 +233,30 @@ def segmentation_overlay(
         resized = Image.fromarray(array.astype(np.int32)).resize(image.size, Image.Resampling.NEAREST)
         array = np.asarray(resized).astype(np.int64)
     colours = np.asarray(colorize_labels(array, palette, ignore_index), dtype=np.float64)
-    base = np.asarray(image.convert("RGB"), dtype=np.float64)
+    base = np.asarray(rgb_image(image), dtype=np.float64)
     blend = (1.0 - alpha) * base + alpha * colours
     if ignore_index is not None:
         blend[array == ignore_index] = base[array == ignore_index]
+    return Image.fromarray(np.round(blend).astype(np.uint8))
+
+
+def attention_overlay(
+    image: Image.Image, attention: torch.Tensor | np.ndarray, alpha: float = 0.6, cmap: str = "turbo"
+) -> Image.Image:
+    """An attention map [h, w] over the patch grid (e.g. one head's CLS -> patch probabilities) drawn on `image`:
+    t = (a - min) / (max - min) (0 for a constant map), coloured with `cmap`, resized to the image's size by nearest
+    neighbour and blended as `(1 - alpha) * image + alpha * colour` (the image read by [`rgb_image`])."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    a = attention.detach().float().cpu().numpy() if isinstance(attention, torch.Tensor) else np.asarray(attention)
+    if a.ndim != 2:
+        raise ValueError(f"attention must be a 2-D map [h, w] over the patch grid, got shape {a.shape}.")
+    a = a.astype(np.float64)
+    low, high = a.min(), a.max()
+    t = (a - low) / (high - low) if high > low else np.zeros_like(a)
+    colours = Image.fromarray(np.round(_colormap(t, cmap) * 255).astype(np.uint8))
+    colours = np.asarray(colours.resize(image.size, Image.Resampling.NEAREST), dtype=np.float64)
+    blend = (1.0 - alpha) * np.asarray(rgb_image(image), dtype=np.float64) + alpha * colours
     return Image.fromarray(np.round(blend).astype(np.uint8))
 
 

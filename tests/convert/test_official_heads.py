@@ -1,4 +1,4 @@
-"""Official head checkpoints (D5 part 2): each released layout is generated here with random tensors (the ViT-7B
+"""Official head checkpoints: each released layout is generated here with random tensors (the ViT-7B
 classifier at its real 8192 -> 1000 shape; the DPT depther and CHMv2 with their official structure on a tiny
 backbone), loaded strictly, exported back bit-exactly; wrong files fail with the listed keys. The real-size DPT
 layouts are checked on the meta device against a key list enumerated independently from the official structure."""
@@ -20,10 +20,14 @@ from dinov3_hf.convert import (
     ours_to_official_head,
     save_official_head,
 )
+from dinov3_hf.cli import main
+from dinov3_hf.convert.heads import official_linear_probe_config
 from dinov3_hf.models.heads import (
     Dinov3HfDepthEstimationConfig,
     Dinov3HfForDepthEstimation,
     Dinov3HfForImageClassification,
+    Dinov3HfForSemanticSegmentation,
+    Dinov3HfSemanticSegmentationConfig,
 )
 
 
@@ -205,10 +209,12 @@ def test_wrong_files_list_missing_unexpected_and_misshaped_keys(tmp_path):
     load_official_head(model, {k: v for k, v in state.items() if k not in counters})
     assert model.dpt_head.reassemble_blocks.batchnorm_layers[0].num_batches_tracked.item() == 0
 
-    # the linear depth probe has no released file, hence no official layout
+    # a DPT file into a linear depth probe: its keys are listed, the linear layout explained
     linear = Dinov3HfForDepthEstimation(Dinov3HfDepthEstimationConfig(backbone_config=tiny_vit()))
-    with pytest.raises(CheckpointError, match="No official head checkpoint layout"):
+    with pytest.raises(CheckpointError, match=r"(?s)missing keys .*conv_depth.weight.*unexpected keys .*convs.0.conv"):
         load_official_head(linear, state)
+    with pytest.raises(CheckpointError, match="No official head checkpoint layout"):
+        official_head_shapes(tiny_vit())
     with pytest.raises(CheckpointError, match="Unknown official head"):
         official_head_config("dinov3_vitl16_dd_nyu")
 
@@ -237,3 +243,123 @@ def test_build_official_head_model_on_a_backbone(tmp_path):
     assert torch.equal(model.dpt_head.conv_depth.head[4].weight, state["conv_depth.head.4.weight"])
     assert torch.equal(model.backbone.cls_token, backbone.cls_token)
     assert set(OFFICIAL_HEADS) == {"dinov3_vit7b16_lc", "dinov3_vit7b16_dd", "dinov3_vitl16_chmv2"}
+
+
+# -- the linear probes of the official training scripts -------------------------------------------------------------
+
+# `dinov3/eval/segmentation/train.py` saves {"model": <the `segmentation_model.1.*` entries of the FeatureDecoder, whose
+# module 1 is the LinearHead (batchnorm_layer = SyncBatchNorm(C), conv = Conv2d(C, classes, 1))>, "optimizer": ...};
+# the depth probe's file holds the LinearHead (batchnorm_layer, conv_depth = Conv2d(C, bins, 1)) under "model".
+SEG, DEPTH = "segmentation_model.1.", ""
+BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def linear_probe_file(path, prefix: str, conv: str, channels: int, outputs: int, batchnorm: bool = True, seed=0):
+    """Write an official-layout linear-probe file (key names spelled out here), with an optimizer state beside the
+    head as the training script saves it; return the head state dict."""
+    shapes = {f"{prefix}batchnorm_layer.{p}": (channels,) for p in BN[:4]} if batchnorm else {}
+    if batchnorm:
+        shapes[f"{prefix}batchnorm_layer.num_batches_tracked"] = ()
+    shapes |= {f"{prefix}{conv}.weight": (outputs, channels, 1, 1), f"{prefix}{conv}.bias": (outputs,)}
+    state = random_state(shapes, seed=seed)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))]).state_dict()
+    torch.save({"model": state, "optimizer": optimizer}, path)
+    return state
+
+
+def patch_maps(backbone, x):
+    """Final-normed patch tokens as [B, C, h, w] maps (row-major grid) and the normed class token."""
+    out = backbone(x)
+    b, n, c = out.patch_tokens.shape
+    h, w = x.shape[-2] // 16, x.shape[-1] // 16
+    return out.patch_tokens.transpose(1, 2).reshape(b, c, h, w), out.pooler_output
+
+
+def bn_conv(features, state, prefix, conv):
+    """The official LinearHead at inference: BatchNorm with the running statistics, then the 1x1 conv."""
+    if f"{prefix}batchnorm_layer.weight" in state:
+        bn = {p: state[f"{prefix}batchnorm_layer.{p}"] for p in BN[:4]}
+        features = F.batch_norm(
+            features, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], training=False, eps=1e-5
+        )
+    return F.conv2d(features, state[f"{prefix}{conv}.weight"], state[f"{prefix}{conv}.bias"])
+
+
+def written_back(model, path, state):
+    """save_official_head's file: {"model": the same keys in the same order, bit-identical tensors}."""
+    saved = torch.load(save_official_head(model, path), weights_only=True)
+    assert list(saved) == ["model"] and list(saved["model"]) == list(state)
+    assert all(torch.equal(saved["model"][k], v) and saved["model"][k].dtype == v.dtype for k, v in state.items())
+
+
+@pytest.fixture(scope="module")
+def backbone() -> Dinov3HfViTModel:
+    torch.manual_seed(0)
+    return Dinov3HfViTModel(tiny_vit()).eval()
+
+
+def test_linear_segmentation_probe_loads_computes_and_round_trips(tmp_path, backbone):
+    state = linear_probe_file(tmp_path / "model_final.pth", SEG, "conv", channels=32, outputs=5)
+    model = build_official_head_model("linear_segmentation", tmp_path / "model_final.pth", backbone)
+    assert isinstance(model, Dinov3HfForSemanticSegmentation) and not model.training
+    assert (model.config.num_labels, model.config.use_batchnorm, model.config.layers) == (5, True, [-1])
+    x = torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features, _ = patch_maps(backbone, x)
+        reference = bn_conv(features, state, SEG, "conv")
+        assert reference.shape == (2, 5, 3, 4)
+        torch.testing.assert_close(model(x).logits, reference)
+    assert model.batchnorm.num_batches_tracked.item() == 1234
+    written_back(model, tmp_path / "again.pth", state)
+
+    # strict both ways: unknown and missing keys are named
+    bad = dict(state, **{"segmentation_model.1.extra.weight": torch.zeros(2)})
+    del bad["segmentation_model.1.conv.bias"]
+    with pytest.raises(CheckpointError) as err:
+        load_official_head(model, bad)
+    assert "missing keys (1): segmentation_model.1.conv.bias" in str(err.value)
+    assert "unexpected keys (1): segmentation_model.1.extra.weight" in str(err.value)
+    # a segmentation probe into a depth probe: the keys say which it is
+    depth = Dinov3HfForDepthEstimation(Dinov3HfDepthEstimationConfig(backbone_config=tiny_vit(), n_bins=5))
+    with pytest.raises(CheckpointError, match="keys are those of the official linear segmentation probe"):
+        load_official_head(depth, state)
+
+
+@pytest.mark.parametrize("batchnorm, use_cls", [(True, False), (False, True)])
+def test_linear_depth_probe_loads_computes_and_round_trips(tmp_path, backbone, batchnorm, use_cls):
+    channels = 64 if use_cls else 32  # [patch ; class token] doubles the channels
+    state = linear_probe_file(tmp_path / "depth.pth", DEPTH, "conv_depth", channels, outputs=8, batchnorm=batchnorm)
+    model = build_official_head_model("linear_depth", tmp_path / "depth.pth", backbone)
+    assert (model.config.head_type, model.config.n_bins) == ("linear", 8)
+    assert (model.config.use_batchnorm, model.config.use_cls_token) == (batchnorm, use_cls)
+    x = torch.randn(1, 3, 48, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        features, cls = patch_maps(backbone, x)
+        if use_cls:
+            features = torch.cat([features, cls[:, :, None, None].expand_as(features)], dim=1)
+        torch.testing.assert_close(model.bin_logits(x)[0], bn_conv(features, state, DEPTH, "conv_depth"))
+    written_back(model, tmp_path / "again.pth", state)
+    assert list(ours_to_official_head(model)) == list(state)
+
+
+def test_convert_cli_reads_and_writes_linear_probes(tmp_path, backbone, capsys):
+    backbone.save_pretrained(tmp_path / "backbone")
+    state = linear_probe_file(tmp_path / "seg.pth", SEG, "conv", channels=64, outputs=3, seed=4)
+    args = ["convert", str(tmp_path / "seg.pth"), str(tmp_path / "ours"), "--head", "linear_segmentation"]
+    assert main([*args, "--backbone", str(tmp_path / "backbone"), "--layers", "1", "3"]) == 0
+    model = Dinov3HfForSemanticSegmentation.from_pretrained(tmp_path / "ours")
+    assert (model.config.layers, model.config.num_labels) == ([1, 3], 3)
+    assert torch.equal(model.classifier.weight, state["segmentation_model.1.conv.weight"])
+    assert main(["convert", str(tmp_path / "ours"), str(tmp_path / "back.pth"), "--to", "official", *args[3:]]) == 0
+    saved = torch.load(tmp_path / "back.pth", weights_only=True)["model"]
+    assert list(saved) == list(state) and all(torch.equal(saved[k], v) for k, v in state.items())
+
+    # the probe's channels must fit the layers; the wrong head kind is refused
+    capsys.readouterr()
+    assert main([*args, "--backbone", str(tmp_path / "backbone")]) == 1  # 64 channels, one 32-wide layer
+    assert "segmentation_model.1.conv.weight: checkpoint (3, 64, 1, 1), model (3, 32, 1, 1)" in capsys.readouterr().err
+    export = ["convert", str(tmp_path / "ours"), str(tmp_path / "x.pth"), "--to", "official"]
+    assert main([*export, "--head", "linear_depth"]) == 1
+    assert "linear_segmentation layout, not the linear_depth" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="no segmentation_model.1.conv.weight"):
+        official_linear_probe_config("linear_segmentation", {"conv_depth.weight": torch.zeros(1)}, tiny_vit())

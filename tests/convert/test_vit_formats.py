@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import randomize_
 from safetensors.torch import load_file
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
@@ -17,8 +18,8 @@ from dinov3_hf import Dinov3HfViTBackbone, Dinov3HfViTConfig, Dinov3HfViTModel
 from dinov3_hf.convert import CheckpointError, convert_checkpoint, detect_format, export_model, load_model, load_pth
 from dinov3_hf.models.vit.configuration import VIT_PRESETS
 
-# The official key set, written from the released checkpoints' key dump (official_dinov3.md §1.3),
-# independently of our module tree.
+# The official key set, written from the released checkpoints' key dump (module names of the official
+# `dinov3/models/vision_transformer.py`), independently of our module tree.
 OFFICIAL_ARCH = {  # D, heads, ffn, ffn hidden, qkv bias, local_cls_norm
     "vits16": (384, 6, "mlp", 1536, True, False),
     "vits16plus": (384, 6, "swiglu", 1536, True, False),
@@ -72,7 +73,7 @@ def assert_same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-# -- A2: official and transformers round trips for every preset ----------------------------------------------------
+# -- official and transformers round trips for every preset --------------------------------------------------------
 
 
 @pytest.mark.parametrize("arch", list(OFFICIAL_ARCH))
@@ -84,6 +85,17 @@ def test_official_roundtrip_every_preset(arch, tmp_path):
     model = load_model(src, arch=arch)
     assert model.config.num_hidden_layers == depth
     assert_same_tensors(model.state_dict(), sd)
+    # the official meaning of the FFN keys (`dinov3/layers/ffn_layers.py`): w3(silu(w1 x) * w2 x), fc2(gelu(fc1 x))
+    def linear(t: torch.Tensor, name: str) -> torch.Tensor:
+        return F.linear(t, sd[f"blocks.0.mlp.{name}.weight"], sd[f"blocks.0.mlp.{name}.bias"])
+
+    t = torch.randn(3, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    if OFFICIAL_ARCH[arch][2] == "swiglu":
+        expected = linear(F.silu(linear(t, "w1")) * linear(t, "w2"), "w3")
+    else:
+        expected = linear(F.gelu(linear(t, "fc1")), "fc2")
+    with torch.inference_mode():
+        torch.testing.assert_close(model.blocks[0].mlp(t), expected, atol=1e-6, rtol=1e-5)
     out = convert_checkpoint(src, tmp_path / "back.pth", arch=arch, to="official")
     assert_same_tensors(torch.load(out, weights_only=True), sd)
     del model, sd
@@ -91,11 +103,20 @@ def test_official_roundtrip_every_preset(arch, tmp_path):
 
 @pytest.mark.parametrize("arch", list(OFFICIAL_ARCH))
 def test_transformers_roundtrip_every_preset(arch, tmp_path):
+    """official -> ours -> transformers -> ours keeps every tensor, and each converted model computes what
+    transformers' DINOv3ViTModel computes on the converted weights: a key map that is wrong the same way in both
+    directions (e.g. SwiGLU gate w1 and up w2 swapped) still round-trips, but changes the outputs."""
     depth = 1 if arch.startswith("vit7b") else 2
     src = tmp_path / "official.pth"
     torch.save(official_state_dict(arch, depth), src)
     ours_dir = convert_checkpoint(src, tmp_path / "ours", arch=arch)
     hf_dir = convert_checkpoint(ours_dir, tmp_path / "hf", to="hf")
+    x = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = DINOv3ViTModel.from_pretrained(hf_dir).eval()(x).last_hidden_state
+        for converted in (src, hf_dir):  # official weights as they are; transformers' weights read back into ours
+            got = load_model(converted, arch=arch)(x).last_hidden_state
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, msg=lambda m: f"{converted.name}: {m}")
     hf_sd = load_file(hf_dir / "model.safetensors")
     assert not any(k.endswith(("bias_mask", "periods")) or "local_cls_norm" in k or "k_proj.bias" in k for k in hf_sd)
     back = convert_checkpoint(hf_dir, tmp_path / "hf_again", to="hf")
@@ -144,7 +165,7 @@ def test_periods_dtype_is_kept(tmp_path):
     assert_same_tensors(torch.load(out, weights_only=True), sd)
 
 
-# -- A3: Hub cache ---------------------------------------------------------------------------------------------------
+# -- Hub cache -------------------------------------------------------------------------------------------------------
 
 REPO = "facebook/dinov3-vits16-pretrain-lvd1689m"
 
@@ -195,7 +216,7 @@ def test_from_pretrained_hub_id_in_fresh_process(hub_cache, tmp_path):
     assert float(result.stdout.strip().splitlines()[-1]) <= 1e-5
 
 
-# -- A6: clear errors ----------------------------------------------------------------------------------------------
+# -- clear errors --------------------------------------------------------------------------------------------------
 
 
 def test_checkpoint_key_errors_list_the_keys(tmp_path):

@@ -49,7 +49,7 @@ def tiny_model(depths=(1, 1, 1, 1), **overrides) -> Dinov3HfConvNextModel:
 
 
 def official_state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors under exactly the official keys and shapes (official_dinov3.md §3), norms.3 equal to norm."""
+    """Random tensors under exactly the official keys and shapes (`dinov3/models/convnext.py`), norms.3 equal to norm."""
     depths, dims = CUT_DEPTHS[arch], CONVNEXT_PRESETS[arch]["hidden_sizes"]
     shapes = {"downsample_layers.0.0.weight": (dims[0], 3, 4, 4), "downsample_layers.0.0.bias": (dims[0],)}
     shapes |= {"downsample_layers.0.1.weight": (dims[0],), "downsample_layers.0.1.bias": (dims[0],)}
@@ -217,9 +217,8 @@ def test_outputs_any_size(size):
     with torch.no_grad():
         out = model(pixels, output_hidden_states=True)
     h, w = size[0] // 32, size[1] // 32
-    assert out.grid_size == (h, w)
     assert out.last_hidden_state.shape == (2, 1 + h * w, 40)
-    assert out.register_tokens.shape == (2, 0, 40)
+    assert out.register_tokens is None
     assert torch.equal(out.patch_tokens, out.last_hidden_state[:, 1:])
     assert torch.equal(out.pooler_output, out.last_hidden_state[:, 0])
     final = out.hidden_states[-1]
@@ -229,7 +228,8 @@ def test_outputs_any_size(size):
     assert torch.equal(out.hidden_states[0], pixels)
     assert model(pixels, return_dict=False)[0].shape == out.last_hidden_state.shape
     crops = model([pixels, pixels[:1, :, :32, :32]])
-    assert torch.allclose(crops[0].last_hidden_state, out.last_hidden_state, atol=1e-6) and crops[1].grid_size == (1, 1)
+    assert torch.allclose(crops[0].last_hidden_state, out.last_hidden_state, atol=1e-6)
+    assert crops[1].patch_tokens.shape[1] == 1  # a 32 x 32 crop has a 1 x 1 stride-32 grid
 
 
 def test_get_intermediate_layers():
@@ -287,11 +287,7 @@ def test_auto_classes(tmp_path):
     model.save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), Dinov3HfConvNextConfig)
     assert type(AutoModel.from_pretrained(tmp_path)) is Dinov3HfConvNextModel
-    # AutoBackbone.from_pretrained in transformers 5.23 asks the Hub whether the path is a repo, so use from_config
-    config = AutoConfig.from_pretrained(tmp_path, out_features=["stem", "stage2", "stage4"])
-    backbone = AutoBackbone.from_config(config)
-    backbone.load_state_dict(model.state_dict())
-    backbone.eval()
+    backbone = AutoBackbone.from_pretrained(tmp_path, out_features=["stem", "stage2", "stage4"])
     assert type(backbone) is Dinov3HfConvNextBackbone and backbone.channels == [3, 24, 40]
     pixels = torch.randn(1, 3, 64, 96)
     with torch.no_grad():

@@ -1,5 +1,6 @@
-"""E2: an official-layout dino.txt checkpoint (keys written out here from official_dinov3.md §4) loads strictly;
-the image embedding is [CLS ; mean patch] of the vision head output and the text embedding is read at EOT."""
+"""An official-layout dino.txt checkpoint (keys written out here from the official `dinov3/eval/text/` module
+names) loads strictly; the image embedding is [CLS ; mean patch] of the vision head output and the text embedding is
+read at EOT."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Task models (linear classifier, linear segmentation probe, linear depth probe): shapes, frozen backbone, losses
-against hand computation, bin math, save/reload, Auto classes and the D6 errors."""
+against hand computation, bin math, save/reload, Auto classes and the clear errors for labels of
+the wrong size or range, bad layer indices and a `num_labels` mismatch on load."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from transformers import AutoBackbone, AutoConfig, AutoModel, DINOv3ViTModel
 from dinov3_hf import Dinov3HfViTBackbone, Dinov3HfViTConfig, Dinov3HfViTModel
 from dinov3_hf.convert import export_model
 from dinov3_hf.models.vit.configuration import VIT_PRESETS
+from dinov3_hf.models.vit.layers.block import SelfAttentionBlock
 from dinov3_hf.models.vit.layers.rope import RopePositionEmbedding, rope_periods
 
 
@@ -20,7 +21,7 @@ def tiny_model(**overrides) -> Dinov3HfViTModel:
     return randomize_(Dinov3HfViTModel(config)).eval()
 
 
-# -- A1: parity with transformers, every preset, depth cut to 2 ---------------------------------------------------
+# -- parity with transformers, every preset, depth cut to 2 -------------------------------------------------------
 
 SIZES = [(224, 224), (256, 384), (512, 512)]
 
@@ -61,7 +62,7 @@ def test_output_layout():
     model = tiny_model()
     with torch.inference_mode():
         out = model(torch.randn(2, 3, 48, 80))
-    assert out.grid_size == (3, 5)
+    assert out.patch_tokens.shape == (2, 3 * 5, 64)
     assert out.last_hidden_state.shape == (2, 1 + 4 + 15, 64)
     torch.testing.assert_close(out.pooler_output, out.last_hidden_state[:, 0])
     torch.testing.assert_close(out.register_tokens, out.last_hidden_state[:, 1:5])
@@ -78,7 +79,7 @@ def test_non_multiple_sizes_are_floored():
         torch.testing.assert_close(model(x).last_hidden_state, model(x[:, :, :64, :48]).last_hidden_state)
 
 
-# -- A4: RoPE, intermediate layers, crop lists, masks ---------------------------------------------------------------
+# -- RoPE, intermediate layers, crop lists, masks -------------------------------------------------------------------
 
 
 def test_rope_periods_formula():
@@ -214,6 +215,34 @@ def test_drop_path_trains_a_subset_and_is_off_in_eval():
     assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("blocks"))
 
 
+@pytest.mark.parametrize("rate", [0.5, 0.9])
+def test_drop_path_adds_the_branch_of_a_sample_subset_scaled_by_batch_over_subset(rate):
+    """Official rule (`dinov3/layers/block.py`): the branch runs on max(int(B * (1 - p)), 1) distinct samples of each
+    crop and is added to those samples times B / subset; the other samples pass unchanged."""
+    block = randomize_(SelfAttentionBlock(8, 2, "swiglu", 16, drop_path_rate=rate)).train()
+    xs = [torch.randn(5, 3, 8), torch.randn(3, 2, 8)]
+    seen = []
+
+    def branch(crops):
+        seen.append([c.detach().clone() for c in crops])
+        return block._ffn_branch(crops)
+
+    torch.manual_seed(0)
+    out = block._residual(xs, branch)
+    for x, got, rows in zip(xs, out, seen[0]):
+        batch = x.shape[0]
+        subset = max(int(batch * (1 - rate)), 1)
+        kept = [int((x == row).all(dim=(1, 2)).nonzero()) for row in rows]  # which samples the branch saw
+        assert len(kept) == len(set(kept)) == subset
+        expected = x.clone()
+        with torch.no_grad():
+            for i in kept:  # each sample's branch output on its own, times B / subset
+                expected[i] += batch / subset * block.ls2(block.mlp(block.norm2(x[i : i + 1])))[0]
+        torch.testing.assert_close(got.detach(), expected, atol=1e-6, rtol=1e-5)
+        unchanged = [i for i in range(batch) if i not in kept]
+        assert torch.equal(got[unchanged], x[unchanged])
+
+
 def test_gradient_checkpointing_gives_same_gradients():
     model = tiny_model(rope_rescale=None)
     model.train()
@@ -329,7 +358,7 @@ def test_auto_backbone_feature_formats():
     torch.testing.assert_close(tokens[-1], torch.cat([normed[:, :1], normed[:, 5:]], dim=1))
 
 
-def test_ffn_inference_fast_path_matches_autograd_path():
+def test_ffn_gives_the_same_values_with_and_without_autograd():
     from dinov3_hf.models.vit.layers.ffn import Mlp, SwiGLUFFN
 
     for ffn in (Mlp(32, 64), SwiGLUFFN(32, 48)):

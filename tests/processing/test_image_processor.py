@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skimage import data
 from torchvision.transforms import v2
 from transformers import AutoImageProcessor, pipeline
 
 import dinov3_hf  # noqa: F401  (registers the models with the Auto classes)
 from dinov3_hf import Dinov3HfViTConfig, Dinov3HfViTModel
 from dinov3_hf.models.convnext import Dinov3HfConvNextConfig
-from dinov3_hf.models.pretrained import NORMALIZATION
+from dinov3_hf.common import NORMALIZATION
 
 (LVD_MEAN, LVD_STD), (SAT_MEAN, SAT_STD) = NORMALIZATION["lvd1689m"], NORMALIZATION["sat493m"]
 from dinov3_hf.processing import Dinov3HfImageProcessor, snap_to_multiple, target_size
@@ -93,6 +94,8 @@ def test_input_types_agree(rgb):
 
     batches = {
         "list": [rgb, Image.fromarray(rgb)],
+        "nested_list": [[rgb], (Image.fromarray(rgb),)],
+        "list_of_batches": [np.stack([rgb]), torch.stack([chw])],
         "numpy_bhwc": np.stack([rgb, rgb]),
         "torch_bchw": torch.stack([chw, chw]),
     }
@@ -122,6 +125,8 @@ def test_grayscale_inputs(rgb):
     expected = processor(np.repeat(gray[..., None], 3, axis=-1), return_tensors="pt").pixel_values
     for image in (Image.fromarray(gray), gray, gray[..., None], torch.from_numpy(gray)[None]):
         torch.testing.assert_close(processor(image, return_tensors="pt").pixel_values, expected, atol=1e-5, rtol=0)
+    pair = processor([gray, torch.from_numpy(gray)], return_tensors="pt").pixel_values  # HW images, not rows
+    torch.testing.assert_close(pair, expected.expand(2, -1, -1, -1), atol=1e-5, rtol=0)
 
 
 def test_alpha_is_composited_over_white(rgb):
@@ -136,9 +141,10 @@ def test_alpha_is_composited_over_white(rgb):
     for image in (Image.fromarray(opaque), opaque):
         torch.testing.assert_close(processor(image, return_tensors="pt").pixel_values[0], expected)
     assert torch.all(processor(Image.fromarray(transparent), return_tensors="pt").pixel_values == 1)
-    torch.testing.assert_close(
-        processor(half, return_tensors="pt").pixel_values[0], 0.2 * expected + 0.8, atol=1e-6, rtol=0
-    )
+    for image in (half, half.astype(np.float32) / 255):
+        torch.testing.assert_close(
+            processor(image, return_tensors="pt").pixel_values[0], 0.2 * expected + 0.8, atol=1e-6, rtol=0
+        )
 
 
 def test_pil_modes_convert_to_rgb(rgb):
@@ -162,6 +168,87 @@ def test_sixteen_bit_inputs():
         got = processor(image, return_tensors="pt").pixel_values[0]
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     assert Image.fromarray(values).mode == "I;16"
+
+
+def test_high_bit_depth_and_float_photos_match_8_bit(tmp_path):
+    """16-bit, 32-bit-int and float versions of real photos give the 8-bit photo's values (scaled, not clipped)."""
+    processor = Dinov3HfImageProcessor(size={"shortest_edge": 64})
+    gray = data.camera()  # 512 x 512 uint8
+    expected = processor(gray, return_tensors="pt").pixel_values
+    sixteen = gray.astype(np.uint16) * 257  # 0..255 -> 0..65535, as libpng widens 8-bit samples
+    Image.fromarray(sixteen).save(tmp_path / "camera16.png")
+    from_file = Image.open(tmp_path / "camera16.png")
+    big_endian = Image.frombytes("I;16B", from_file.size, sixteen.astype(">u2").tobytes())
+    assert (from_file.mode, big_endian.mode) == ("I;16", "I;16B")
+    gray_inputs = {
+        "16-bit PNG": from_file,
+        "PIL I;16B": big_endian,
+        "PIL I": Image.fromarray(sixteen.astype(np.int32)),
+        "PIL F": Image.fromarray(gray.astype(np.float32) / 255),
+        "uint16 array": sixteen,
+        "uint16 tensor": torch.from_numpy(sixteen),
+    }
+    for name, image in gray_inputs.items():
+        got = processor(image, return_tensors="pt").pixel_values
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, msg=name)
+
+    photo = data.astronaut()  # 512 x 512 x 3 uint8
+    expected = processor(photo, return_tensors="pt").pixel_values
+    photo16 = photo.astype(np.uint16) * 257
+    opaque16 = np.concatenate([photo16, np.full((512, 512, 1), 65535, np.uint16)], axis=-1)
+    for name, image in {
+        "uint16 HWC": photo16,
+        "uint16 CHW tensor": torch.from_numpy(photo16).permute(2, 0, 1),
+        "uint16 RGBA": opaque16,
+    }.items():
+        got = processor(image, return_tensors="pt").pixel_values
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, msg=name)
+    # half-transparent 16-bit alpha: 0.2 * colour + 0.8 * white, on the [0, 1] scale
+    raw = Dinov3HfImageProcessor(do_resize=False, do_normalize=False)
+    translucent = opaque16.copy()
+    translucent[..., 3] = 13107  # 0.2 * 65535
+    expected_raw = 0.2 * torch.from_numpy(photo).permute(2, 0, 1).float() / 255 + 0.8
+    torch.testing.assert_close(raw(translucent, return_tensors="pt").pixel_values[0], expected_raw, atol=1e-6, rtol=0)
+
+
+def test_max_tokens_refuses_thin_and_wide_images():
+    processor = Dinov3HfImageProcessor(size={"shortest_edge": 448})  # the features CLI default for a ViT/16
+    assert processor.max_tokens == 16384
+    thin = np.zeros((3, 300, 3), np.uint8)  # 300 wide, 3 high: 448 x 44800, a 28 x 2800 grid
+    message = (
+        r"3x300 pixels \(height x width\) becomes a 448x44800 input of 28x2800 = 78400 patch tokens \(16x16 pixels "
+        r"each\), more than max_tokens=16384.*max_tokens=78400 \(or None\).*--max-tokens 78400"
+    )
+    with pytest.raises(ValueError, match=message):
+        processor(thin)
+    with pytest.raises(ValueError, match=r"44800x448 input of 2800x28 = 78400 patch tokens"):
+        processor(thin.transpose(1, 0, 2))  # 3 wide, 300 high
+    panorama = np.zeros((100, 2400, 3), np.uint8)  # 448 x 10752: 28 x 672 = 18816 tokens
+    with pytest.raises(ValueError, match=r"100x2400 pixels .* 448x10752 input of 28x672 = 18816 patch tokens"):
+        processor(panorama)
+    with pytest.raises(ValueError, match="18816 patch tokens .* more than max_tokens=18815"):
+        processor(panorama, max_tokens=18815)
+
+    # the limit is inclusive and per call; None lifts it. 3 x 300 at shorter side 32: 32 x 3200, 2 x 200 = 400 tokens
+    small = Dinov3HfImageProcessor(size={"shortest_edge": 32}, max_tokens=399)
+    with pytest.raises(ValueError, match="400 patch tokens"):
+        small(thin)
+    with pytest.raises(ValueError, match=r"32x3200 input of 4x400 = 1600 patch tokens \(8x8 pixels each\)"):
+        small(thin, size_divisor=8, max_tokens=1599)
+    strip = np.random.default_rng(2).integers(0, 256, size=(3, 300, 3), dtype=np.uint8)
+    allowed = small(strip, max_tokens=400, return_tensors="pt").pixel_values
+    assert allowed.shape == (1, 3, 32, 3200)
+    torch.testing.assert_close(allowed, small(strip, max_tokens=None, return_tensors="pt").pixel_values)
+    expected = reference(strip, (32, 3200), v2.InterpolationMode.BILINEAR)
+    torch.testing.assert_close(allowed[0], expected, atol=1e-5, rtol=0)
+    # the tokens counted are those of the model input: after the center crop (2 x 2), or the unresized image
+    cropped = small(strip, max_tokens=4, do_center_crop=True, crop_size={"height": 32, "width": 32})
+    assert cropped.pixel_values[0].shape == (3, 32, 32)
+    with pytest.raises(ValueError, match=r"becomes a 40x64 input of 2x4 = 8 patch tokens"):
+        small(np.zeros((40, 64), np.uint8), do_resize=False, max_tokens=7)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="max_tokens must be a positive int or None"):
+            Dinov3HfImageProcessor(max_tokens=bad)
 
 
 def test_center_crop(rgb):
@@ -229,6 +316,15 @@ def test_save_and_auto_load(tmp_path):
     assert loaded.to_dict() == processor.to_dict()
     overridden = AutoImageProcessor.from_pretrained(tmp_path, size={"height": 32, "width": 32})
     assert overridden.size == {"height": 32, "width": 32}
+
+    # max_tokens round-trips, including None (no limit); configs saved without it get the default
+    for limit in (None, 100):
+        Dinov3HfImageProcessor(max_tokens=limit).save_pretrained(tmp_path / str(limit))
+        assert AutoImageProcessor.from_pretrained(tmp_path / str(limit)).max_tokens == limit
+    del saved["max_tokens"]
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(saved))
+    old = AutoImageProcessor.from_pretrained(tmp_path)
+    assert old.max_tokens == 16384 and old.to_dict() == processor.to_dict()
 
 
 @pytest.fixture(scope="module")

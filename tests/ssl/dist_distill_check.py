@@ -4,7 +4,8 @@ rank (student subgroups), on the same global batch.
     python dist_distill_check.py single TEACHER_CKPT OUT.pt
     torchrun --nproc_per_node 2 dist_distill_check.py ddp TEACHER_CKPT OUT.pt
 
-Writes each student's losses and updated parameters held by this process (OUT.pt, or OUT.pt.rank<r> under torchrun).
+Writes each student's losses, gradients (before the optimizer step, which would hide their scale: AdamW's first step
+is about lr * sign(gradient)) and updated parameters held by this process (OUT.pt, or OUT.pt.rank<r> under torchrun).
 """
 
 from __future__ import annotations
@@ -75,9 +76,11 @@ def main(mode: str, teacher_checkpoint: str, out: str) -> None:
     wrapped = torch.nn.parallel.DistributedDataParallel(model, process_group=model.process_group) if distributed else model
     losses = wrapped(**inputs)
     losses["loss"].backward()
+    grads = {k: p.grad.detach().clone() for k, p in model.students.named_parameters() if p.grad is not None}
     optimizer.step()
     torch.save({
         "losses": {k: v.detach() for k, v in losses.items() if "/" in k},
+        "grads": grads,
         "students": {k: v.detach().clone() for k, v in model.students.state_dict().items()},
     }, out + (f".rank{rank}" if distributed else ""))
     if distributed:

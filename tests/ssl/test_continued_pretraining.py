@@ -1,4 +1,4 @@
-"""Continued pretraining from released weights on your own images (issue 10, item 5 / F4): `init_from` a backbone in
+"""Continued pretraining from released weights on your own images: `init_from` a backbone in
 any format with fresh heads, head warm-up, the original weights as Gram teacher, unreadable images skipped and counted."""
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def test_forward_reports_the_diagnostics_of_its_targets(tmp_path):
 
 
 def test_diagnostics_reach_the_log_history_warning_and_plot(tmp_path, caplog):
-    """F5: every diagnostic is in `log_history` at every logging step; nearly uniform targets after the configured
+    """Every diagnostic is in `log_history` at every logging step; nearly uniform targets after the configured
     share of the run warn once; the plot command writes a PNG from the run folder."""
     config = tiny_config(tmp_path / "run", max_steps=4, save_steps=2)
     config["recipe"] = {**config["recipe"], "uniform_targets_warning_after": 0.5}

@@ -1,4 +1,4 @@
-"""Multi-student distillation (issue 5, C3 and C5): one teacher forward per batch, students learn, student subgroups
+"""Multi-student distillation: one teacher forward per batch, students learn, student subgroups
 across processes, exact resume."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def distill_config(tmp_path, teacher_checkpoint, max_steps=30, **training):
 
 
 def test_two_students_learn_from_the_teacher(tmp_path, teacher_checkpoint):
-    """C3: a ViT and a ConvNeXt student both lower their loss on real images; their EMA copies are exported."""
+    """A ViT and a ConvNeXt student both lower their loss on real images; their EMA copies are exported."""
     trainer = build_trainer(distill_config(tmp_path, teacher_checkpoint))
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["global_crops"].shape[-1] == 64 and batch["masks"].shape[-1] == 4
@@ -103,14 +103,16 @@ def test_two_students_learn_from_the_teacher(tmp_path, teacher_checkpoint):
 
 
 def test_distillation_resumes_exactly(tmp_path, teacher_checkpoint):
-    """C5 for distillation: students, EMA copies and optimizer continue the same run."""
+    """Distillation resumed from a checkpoint continues the same run: students, EMA copies and optimizer."""
     assert_resumes_exactly(lambda out, steps: distill_config(out, teacher_checkpoint, max_steps=steps), tmp_path,
                            max_steps=4, stop_at=2)
 
 
 def test_student_subgroups_under_torchrun_match_one_process(tmp_path, teacher_checkpoint):
-    """C3: 2 gloo ranks, one student each (subgroups of one rank); the teacher is sharded over both ranks and each
-    student trains on the gathered global batch: the same losses and updated parameters as one process."""
+    """2 gloo ranks, one student each (subgroups of one rank); the teacher is sharded over both ranks and each
+    student trains on the gathered global batch: the same losses, gradients and updated parameters as one process.
+    The gradients are compared before the AdamW step, whose first update is about lr * sign(gradient) whatever the
+    gradient's scale."""
     script = HERE / "dist_distill_check.py"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     single = subprocess.run([sys.executable, str(script), "single", teacher_checkpoint, str(tmp_path / "single.pt")],
@@ -125,6 +127,10 @@ def test_student_subgroups_under_torchrun_match_one_process(tmp_path, teacher_ch
         assert {k.split(".")[0] for k in part["students"]} == {name}  # each rank holds only its student
         for key, value in part["losses"].items():
             torch.testing.assert_close(value, one["losses"][key], atol=1e-5, rtol=0, msg=key)
+        reference = {k: v for k, v in one["grads"].items() if k.split(".")[0] == name}
+        assert sorted(part["grads"]) == sorted(reference) and len(reference) > 10
+        for key, value in part["grads"].items():
+            torch.testing.assert_close(value, reference[key], atol=1e-7, rtol=1e-4, msg=key)
         for key, value in part["students"].items():
             torch.testing.assert_close(value, one["students"][key], atol=1e-5, rtol=0, msg=key)
 
@@ -144,7 +150,7 @@ def test_distillation_recipe_errors(teacher_checkpoint):
 
 
 def test_distill_script_with_student_subgroups_under_torchrun(tmp_path, teacher_checkpoint):
-    """C3: training/distill.py under torchrun (2 gloo ranks), one student per rank; each subgroup saves its student."""
+    """training/distill.py under torchrun (2 gloo ranks), one student per rank; each subgroup saves its student."""
     config = distill_config(tmp_path / "run", teacher_checkpoint, max_steps=3, per_device_train_batch_size=8)
     config["recipe"]["students"] = [dict(s, ranks=[i, i + 1]) for i, s in enumerate(STUDENTS)]
     path = tmp_path / "config.yaml"

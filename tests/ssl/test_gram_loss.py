@@ -1,4 +1,4 @@
-"""Gram anchoring loss (C1): hand-computed values, zero at equality, scale invariance, bicubic downsampling."""
+"""Gram anchoring loss: hand-computed values, zero at equality, scale invariance, bicubic downsampling."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""E4 / E5: LiT training of dino.txt: the symmetric InfoNCE by hand and over 2 ranks, the clamp, the optimizer groups,
+"""LiT training of dino.txt: the symmetric InfoNCE by hand and over 2 ranks, the clamp, the optimizer groups,
 the official recipe config, and a short run on Fashion-MNIST that classifies held-out images zero-shot with held-out
 templates well above chance."""
 
@@ -101,7 +101,7 @@ def test_param_groups_and_logit_scale_clamp(tmp_path):
 
 
 def test_short_lit_run_classifies_held_out_images_zero_shot(tmp_path):
-    """E4 at a small budget: frozen shipped backbone, 80 steps of 64 pairs; held-out test images and templates
+    """LiT at a small budget: frozen shipped backbone, 80 steps of 64 pairs; held-out test images and templates
     (this run reached 0.47; a 300-step run of the shipped config reaches 0.63)."""
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(tiny_config(tmp_path, steps=80, crop_scale=[0.8, 1.0])))

@@ -1,4 +1,4 @@
-"""Gram anchoring and high-resolution adaptation on the Trainer (issue 5: C1 in test_gram_loss.py, C4, C5)."""
+"""Gram anchoring (the loss itself: test_gram_loss.py) and high-resolution adaptation on the Trainer."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_gram_loss_weight_and_local_weight_enter_the_total(tmp_path):
 
 @pytest.mark.parametrize("resolutions", [None, RESOLUTIONS], ids=["gram", "high_res"])
 def test_post_training_stages_resume_exactly(tmp_path, resolutions):
-    """C5: interrupted after step 3 and resumed = uninterrupted, Gram teacher and its refresh count included."""
+    """Interrupted after step 3 and resumed = uninterrupted, Gram teacher and its refresh count included."""
     state = assert_resumes_exactly(
         lambda out, steps: gram_config(out, resolutions, max_steps=steps, save_steps=100), tmp_path
     )

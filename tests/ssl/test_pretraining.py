@@ -20,8 +20,8 @@ from dinov3_hf.ssl.pretraining import build_trainer, run_training
 
 REPO = Path(__file__).parents[2]
 CONFIGS = REPO / "training" / "configs"
-# kNN gain of the full objective over KoLeo alone that F1 requires (measured: +5.9 and +5.4 points on seeds 0 and 1,
-# where each arm varied by about 2 points between the seeds)
+# kNN gain of the full objective over KoLeo alone that test_dino_and_ibot_learn_beyond_koleo requires (measured: +5.9
+# and +5.4 points on seeds 0 and 1, where each arm varied by about 2 points between the seeds)
 KOLEO_MARGIN = 0.03
 
 TINY_RECIPE = {
@@ -87,7 +87,7 @@ class StopAfter(TrainerCallback):
 
 
 def assert_resumes_exactly(make_config, tmp_path, max_steps: int = 6, stop_at: int = 3) -> dict:
-    """B3 / C5: a run interrupted after `stop_at` steps and resumed from its checkpoint ends within 1e-6 of the
+    """A run interrupted after `stop_at` steps and resumed from its checkpoint ends within 1e-6 of the
     uninterrupted run, every tensor of the model state included. `make_config(output_dir, max_steps)` builds the
     config. Returns the uninterrupted run's final state."""
     full = build_trainer(make_config(tmp_path / "full", max_steps))
@@ -150,7 +150,7 @@ def test_config_errors():
 
 
 def test_two_process_step_equals_one_process(tmp_path):
-    """B2: DDP over 2 gloo ranks gives the losses and updated parameters of one process on the same global batch."""
+    """DDP over 2 gloo ranks gives the losses and updated parameters of one process on the same global batch."""
     script = Path(__file__).parent / "dist_pretrain_check.py"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     single = subprocess.run([sys.executable, str(script), "single", str(tmp_path / "single.pt")], env=env,
@@ -168,10 +168,11 @@ def test_two_process_step_equals_one_process(tmp_path):
         torch.testing.assert_close(b["student"][name], value, atol=1e-5, rtol=0, msg=name)
 
 
-# F1's budget: the small Fashion-MNIST recipe for 300 steps of 128 images, with a teacher temperature low enough that
-# the DINO targets sharpen within that budget
-F1_OVERRIDES = ["training.per_device_train_batch_size=128", "training.max_steps=300", "recipe.lr.total_iters=300",
-                "recipe.momentum.total_iters=300", "recipe.teacher_temp={kind: constant, value: 0.025}"]
+# Budget of test_dino_and_ibot_learn_beyond_koleo: the small Fashion-MNIST recipe for 300 steps of 128 images, with a
+# teacher temperature low enough that the DINO targets sharpen within that budget
+LEARNING_TEST_OVERRIDES = ["training.per_device_train_batch_size=128", "training.max_steps=300",
+                           "recipe.lr.total_iters=300", "recipe.momentum.total_iters=300",
+                           "recipe.teacher_temp={kind: constant, value: 0.025}"]
 
 
 def small_run_knn(tmp_path, overrides: list[str]) -> tuple[float, dict]:
@@ -193,10 +194,11 @@ def small_run_knn(tmp_path, overrides: list[str]) -> tuple[float, dict]:
 
 
 def test_dino_and_ibot_learn_beyond_koleo(tmp_path):
-    """F1: on the same budget the full objective (DINO + iBOT + KoLeo) beats KoLeo alone by a wide margin, and the DINO
+    """On the same budget the full objective (DINO + iBOT + KoLeo) beats KoLeo alone by a wide margin, and the DINO
     targets end well below uniform (entropy < 0.9·ln K): the learning comes through DINO and iBOT."""
-    full, full_log = small_run_knn(tmp_path / "full", F1_OVERRIDES)
-    koleo, _ = small_run_knn(tmp_path / "koleo", [*F1_OVERRIDES, "recipe.dino_loss_weight=0", "recipe.ibot_loss_weight=0"])
+    full, full_log = small_run_knn(tmp_path / "full", LEARNING_TEST_OVERRIDES)
+    koleo, _ = small_run_knn(tmp_path / "koleo", [*LEARNING_TEST_OVERRIDES, "recipe.dino_loss_weight=0",
+                                                   "recipe.ibot_loss_weight=0"])
     assert full_log["dino_entropy_fraction"] < 0.9, full_log
     assert full >= koleo + KOLEO_MARGIN, (full, koleo)
 
@@ -215,11 +217,27 @@ def test_pretrain_script_under_torchrun(tmp_path):
 
 
 def test_shipped_default_model():
-    """B5: the package ships a trained backbone (≤ 25 MB) that loads with from_pretrained."""
+    """The package ships a trained backbone (≤ 25 MB) that loads with from_pretrained, and its CLS features are
+    trained: kNN (k=20) on held-out Fashion-MNIST beats the same architecture at random initialisation by 15 points
+    (measured on this 500 / 250 split: 0.652 against 0.38 to 0.40 for seeds 0 to 2)."""
+    from dinov3_hf.metrics import extract_cls_features, knn_accuracy
     from dinov3_hf.pretrained_models import default_model_path
+    from dinov3_hf.processing import Dinov3HfImageProcessor
 
     path = default_model_path()
     assert (path / "model.safetensors").stat().st_size <= 25 * 1024**2
     model = AutoModel.from_pretrained(path)
     assert isinstance(model, Dinov3HfViTModel) and model.config.image_size == 28
-    assert model.blocks[0].ls1.gamma.abs().mean() != 0.1  # trained, not the initial LayerScale value
+    torch.manual_seed(0)
+    untrained = Dinov3HfViTModel(model.config)
+    processor = Dinov3HfImageProcessor.for_model_config(model.config, size={"height": 28, "width": 28})
+    bank, queries = load_fashion_mnist("train", limit=500, offset=50000), load_fashion_mnist("test", limit=250)
+    labels = torch.tensor(bank["label"]), torch.tensor(queries["label"])
+
+    def accuracy(backbone) -> float:
+        transform = lambda images: processor(list(images), return_tensors="pt")["pixel_values"]  # noqa: E731
+        features = [extract_cls_features(backbone, split["image"], transform) for split in (bank, queries)]
+        return knn_accuracy(features[0], labels[0], features[1], labels[1], k=20)
+
+    trained, random_init = accuracy(model), accuracy(untrained)
+    assert trained >= random_init + 0.15, (trained, random_init)

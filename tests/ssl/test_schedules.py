@@ -1,5 +1,5 @@
 """Schedules: hand-computed values of each kind, and the official recipes' schedules read from training/configs
-against the official builders written out below with numpy (F3)."""
+against the official builders written out below with numpy."""
 
 import math
 from pathlib import Path
@@ -131,7 +131,7 @@ def test_recipe_names_the_bad_schedule_key():
         PretrainConfig.from_dict({"gram": {"weight": {"kind": "ramp"}}})
 
 
-# ---- F3: the official recipes against the official builders (`dinov3/train/cosine_lr_scheduler.py`) ----
+# ---- the official recipes against the official builders (`dinov3/train/cosine_lr_scheduler.py`) ----
 
 
 def official_v2(start, peak, end, warmup_iterations, total_iterations, cosine_iterations=None):

@@ -3,6 +3,7 @@
 This package is the only place that knows foreign key names.
 """
 
+from ..models.pretrained import CheckpointNotFoundError
 from .checkpoints import (
     FAMILIES,
     FORMATS,
@@ -15,6 +16,7 @@ from .checkpoints import (
     load_model,
     read_checkpoint,
     register_family,
+    register_layout_loaders,
     write_checkpoint,
 )
 from .heads import (
@@ -34,6 +36,7 @@ __all__ = [
     "FORMATS",
     "OFFICIAL_HEADS",
     "CheckpointError",
+    "CheckpointNotFoundError",
     "Family",
     "check_state",
     "convert_checkpoint",
@@ -50,6 +53,7 @@ __all__ = [
     "ours_to_official_head",
     "read_checkpoint",
     "register_family",
+    "register_layout_loaders",
     "save_official_head",
     "write_checkpoint",
 ]

@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from ..models.convnext import CONVNEXT_PRESETS, Dinov3HfConvNextConfig, Dinov3HfConvNextModel
+from ..models.pretrained import register_layout_loader
 from ..models.vit import VIT_PRESETS, Dinov3HfViTConfig, Dinov3HfViTModel
 from ..processing import Dinov3HfImageProcessor
 from . import convnext, vit
@@ -68,7 +69,15 @@ FAMILIES: list[Family] = [
 
 
 def register_family(family: Family) -> None:
+    """Add a model family: its checkpoints convert, and our `from_pretrained` loads its transformers layout."""
     FAMILIES.append(family)
+    register_layout_loaders()
+
+
+def register_layout_loaders() -> None:
+    """Make our models' `from_pretrained` load every family's transformers checkpoints (converted by `load_model`)."""
+    for family in FAMILIES:
+        register_layout_loader(family.hf_model_type, load_model)
 
 
 def family_of(key: str | PretrainedConfig) -> Family:

@@ -1,4 +1,4 @@
-"""The official dino.txt checkpoint (official_dinov3.md §4) <-> our [`Dinov3HfDinoTxtModel`].
+"""The official dino.txt checkpoint (hub `dinov3/hub/dinotxt.py`) <-> our [`Dinov3HfDinoTxtModel`].
 
 The release is two files: `dinov3_vitl16_dinotxt_vision_head_and_text_encoder-a442d8f5.pth` (vision head, text
 encoder and logit scale) and the ViT-L/16 LVD backbone `.pth`. Official -> ours:

@@ -1,4 +1,4 @@
-"""Official DINOv3 head checkpoints (official_dinov3.md §5): loading them strictly into our task models, and back.
+"""Official DINOv3 head checkpoints (`hubconf.py` heads): loading them strictly into our task models, and back.
 
 The released head files hold the head alone (the backbone comes from its own checkpoint):
 
@@ -11,11 +11,20 @@ The released head files hold the head alone (the backbone comes from its own che
   loaded strictly upstream). Ours: `dpt_head.<same key>` of [`Dinov3HfForDepthEstimation`] with `head_type="dpt"`,
   whose module tree reproduces the official one; the key list is documented in `models/heads/dpt.py`.
 
-The research notes give the architecture of these heads but not their parameter names; the classifier's keys follow
-from the hub code (a bare `nn.Linear`), the DPT keys from the official module structure (`reassemble_blocks`,
-`convs`, `fusion_blocks`, `project`, `conv_depth`, with mmcv-style `ConvModule`s holding their conv under `.conv`).
-Loading is strict against that layout: missing, unexpected and misshaped keys are listed in the error. Only
-`num_batches_tracked` BatchNorm counters may be absent (they are unused at inference; filled with 0).
+The linear probes of the official evaluation scripts live in `{"model": <head state dict>, ...}` files:
+
+- segmentation (`dinov3/eval/segmentation/train.py`, which saves the optimizer state beside it; the `LinearHead` is
+  module 1 of the `segmentation_model` list): `segmentation_model.1.batchnorm_layer.*` (SyncBatchNorm(C), with
+  `use_batchnorm`) and `segmentation_model.1.conv.{weight [num_labels, C, 1, 1], bias}`. Ours: `batchnorm.*` and
+  `classifier.*` of [`Dinov3HfForSemanticSegmentation`].
+- depth (`dinov3/eval/depth`, the `LinearHead` loaded strictly from the file's "model" entry):
+  `batchnorm_layer.*` (with `use_batchnorm`) and `conv_depth.{weight [n_bins, C, 1, 1], bias}`. Ours: `batchnorm.*`
+  and `conv_depth.*` of [`Dinov3HfForDepthEstimation`] with `head_type="linear"`.
+
+The classifier's keys follow from the hub code (a bare `nn.Linear`), the DPT keys from the official module structure
+(`reassemble_blocks`, `convs`, `fusion_blocks`, `project`, `conv_depth`, with mmcv-style `ConvModule`s holding their
+conv under `.conv`). Loading is strict against that layout: missing, unexpected and misshaped keys are listed in the
+error. Only `num_batches_tracked` BatchNorm counters may be absent (they are unused at inference; filled with 0).
 
 Files are read with `torch.load(weights_only=True)` (`sources.load_pth`), which refuses pickles that would run code;
 state dicts wrapped under "model" / "state_dict" (training snapshots) or prefixed with "module." are accepted.
@@ -31,11 +40,14 @@ from typing import Any
 
 import torch
 
+from ..models.convnext import Dinov3HfConvNextModel
 from ..models.heads import (
     Dinov3HfDepthEstimationConfig,
     Dinov3HfForDepthEstimation,
     Dinov3HfForImageClassification,
+    Dinov3HfForSemanticSegmentation,
     Dinov3HfImageClassificationConfig,
+    Dinov3HfSemanticSegmentationConfig,
 )
 from ..models.heads.dpt import dpt_head_from_config
 from ..models.vit import Dinov3HfViTConfig, Dinov3HfViTModel
@@ -43,6 +55,26 @@ from .checkpoints import check_state, load_model
 from .sources import CheckpointError, load_pth
 
 _OPTIONAL_SUFFIXES = (".num_batches_tracked",)
+# per head kind: (official key prefix, our key prefix) pairs, in the official registration order
+_KEY_PREFIXES: dict[str, tuple[tuple[str, str], ...]] = {
+    "classifier": (("", "classifier."),),
+    "dpt": (("", "dpt_head."),),
+    "linear_segmentation": (
+        ("segmentation_model.1.batchnorm_layer.", "batchnorm."),
+        ("segmentation_model.1.conv.", "classifier."),
+    ),
+    "linear_depth": (("batchnorm_layer.", "batchnorm."), ("conv_depth.", "conv_depth.")),
+}
+# the linear probes of the official training scripts; their files hold the head state dict under "model"
+LINEAR_PROBES = ("linear_segmentation", "linear_depth")
+TaskModel = Dinov3HfForImageClassification | Dinov3HfForDepthEstimation | Dinov3HfForSemanticSegmentation
+# our task model of each official head layout
+OFFICIAL_HEAD_MODELS: dict[str, type] = {
+    "classifier": Dinov3HfForImageClassification,
+    "dpt": Dinov3HfForDepthEstimation,
+    "linear_segmentation": Dinov3HfForSemanticSegmentation,
+    "linear_depth": Dinov3HfForDepthEstimation,
+}
 
 
 @dataclass(frozen=True)
@@ -102,7 +134,10 @@ def official_head_config(
     """The task config of an official head (`OFFICIAL_HEADS`), on its official backbone preset unless
     `backbone_config` is given (e.g. a tiny ViT for tests; pass `layers=` then if it has fewer blocks)."""
     if name not in OFFICIAL_HEADS:
-        raise CheckpointError(f"Unknown official head {name!r}; known: {', '.join(OFFICIAL_HEADS)}.")
+        raise CheckpointError(
+            f"Unknown official head {name!r}; known: {', '.join(OFFICIAL_HEADS)} (and the linear probes "
+            f"{', '.join(LINEAR_PROBES)}, whose config comes from their file: `official_linear_probe_config`)."
+        )
     head = OFFICIAL_HEADS[name]
     if backbone_config is None:
         backbone_config = Dinov3HfViTConfig.from_preset(head.backbone_preset)
@@ -115,27 +150,49 @@ def official_head_config(
 def _kind(config) -> str:
     if isinstance(config, Dinov3HfImageClassificationConfig):
         return "classifier"
-    if isinstance(config, Dinov3HfDepthEstimationConfig) and config.head_type == "dpt":
-        return "dpt"
+    if isinstance(config, Dinov3HfSemanticSegmentationConfig):
+        return "linear_segmentation"
+    if isinstance(config, Dinov3HfDepthEstimationConfig):
+        return "dpt" if config.head_type == "dpt" else "linear_depth"
     raise CheckpointError(
-        f"No official head checkpoint layout is known for a {type(config).__name__}"
-        + (f" with head_type={config.head_type!r}" if isinstance(config, Dinov3HfDepthEstimationConfig) else "")
-        + "; official head files exist for the linear classifier (dinov3_vit7b16_lc) and the DPT depth heads "
-        "(dinov3_vit7b16_dd, dinov3_vitl16_chmv2)."
+        f"No official head checkpoint layout is known for a {type(config).__name__}; official head files exist for "
+        "the linear classifier (dinov3_vit7b16_lc), the DPT depth heads (dinov3_vit7b16_dd, dinov3_vitl16_chmv2) "
+        "and the linear segmentation and depth probes of the official training scripts."
     )
+
+
+def official_head_kind(head: Any) -> str:
+    """The official file layout ("classifier", "dpt", "linear_segmentation" or "linear_depth") of a task config, or
+    of a head name: a released head (`OFFICIAL_HEADS`) or a linear probe (`LINEAR_PROBES`)."""
+    if isinstance(head, str):
+        return head if head in LINEAR_PROBES else _kind(official_head_config(head))
+    return _kind(head)
 
 
 def official_head_shapes(config) -> dict[str, tuple[int, ...]]:
     """{official key: shape} of the head file that fits a task config (built on the meta device: no memory)."""
-    if _kind(config) == "classifier":
+    kind = _kind(config)
+    if kind == "classifier":
         return {"weight": (config.num_labels, config.classifier_in_features), "bias": (config.num_labels,)}
+    if kind == "dpt":
+        with torch.device("meta"):
+            head = dpt_head_from_config(config)
+        return {k: tuple(v.shape) for k, v in head.state_dict().items()}
     with torch.device("meta"):
-        head = dpt_head_from_config(config)
-    return {k: tuple(v.shape) for k, v in head.state_dict().items()}
+        model = OFFICIAL_HEAD_MODELS[kind](config)
+    return {_official_key(kind, k): tuple(v.shape) for k, v in _head_state(model).items()}
 
 
 def _our_key(kind: str, key: str) -> str:
-    return f"classifier.{key}" if kind == "classifier" else f"dpt_head.{key}"
+    """An official key (already checked against the layout) under our name."""
+    official, ours = next(pair for pair in _KEY_PREFIXES[kind] if key.startswith(pair[0]))
+    return ours + key[len(official) :]
+
+
+def _official_key(kind: str, key: str) -> str:
+    """One of our head keys (from `_head_state`) under its official name."""
+    official, ours = next(pair for pair in _KEY_PREFIXES[kind] if key.startswith(pair[1]))
+    return official + key[len(ours) :]
 
 
 def official_head_to_ours(
@@ -158,7 +215,24 @@ def official_head_to_ours(
 
 def _hint(config, found: Mapping) -> str:
     """Which config fields the keys of the file point to, when they disagree with the model."""
-    if _kind(config) == "classifier":
+    kind = _kind(config)
+    if kind in LINEAR_PROBES:
+        (norm, _), (conv, _) = _KEY_PREFIXES[kind]
+        outputs = "num_labels" if kind == "linear_segmentation" else "n_bins"
+        hint = (
+            f"The linear probe is BatchNorm2d(C) `{norm}*` (with use_batchnorm) + Conv2d(C, {outputs}, 1) `{conv}*`, "
+            f"C = {config.head_in_channels} from the backbone width and the config fields layers"
+            + (" and use_cls_token" if kind == "linear_depth" else "")
+            + f" (layers={config.layers}: pass the layers the probe was trained on)"
+        )
+        shape = found.get(conv + "weight", ())
+        if len(shape) == 4:
+            hint += f"; the file's conv is Conv2d({shape[1]}, {shape[0]}, 1)"
+        other = next(k for k in LINEAR_PROBES if k != kind)
+        if any(k.startswith(_KEY_PREFIXES[other][1][0]) for k in found):
+            hint += f"; the file's keys are those of the official {other.replace('_', ' ')} probe"
+        return hint + "."
+    if kind == "classifier":
         return (
             f"The model's classifier is Linear({config.classifier_in_features}, {config.num_labels}) "
             f"(num_labels, 2 x backbone width with use_mean_patch_token); the official ViT-7B head is "
@@ -183,25 +257,20 @@ def _hint(config, found: Mapping) -> str:
 
 
 def _head_state(model) -> dict[str, torch.Tensor]:
-    kind = _kind(model.config)
-    prefix = "classifier." if kind == "classifier" else "dpt_head."
-    return {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    prefixes = tuple(ours for _, ours in _KEY_PREFIXES[_kind(model.config)])
+    return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
 
 
 def ours_to_official_head(model) -> dict[str, torch.Tensor]:
     """The official head state dict of one of our task models (tensors shared with the model, detached)."""
     kind = _kind(model.config)
-    prefix = "classifier." if kind == "classifier" else "dpt_head."
-    return {k[len(prefix) :]: v.detach() for k, v in _head_state(model).items()}
+    return {_official_key(kind, k): v.detach() for k, v in _head_state(model).items()}
 
 
 # -- loading and saving ---------------------------------------------------------------------------------------------
 
 
-def load_official_head(
-    model: Dinov3HfForImageClassification | Dinov3HfForDepthEstimation,
-    src: str | os.PathLike | Mapping[str, torch.Tensor],
-):
+def load_official_head(model: TaskModel, src: str | os.PathLike | Mapping[str, torch.Tensor]) -> TaskModel:
     """Load an official head checkpoint (a `.pth` path, or its state dict) into `model`'s head, strictly.
 
     The backbone is left as it is. A model built on the meta device gets the tensors assigned. Returns the model.
@@ -225,31 +294,67 @@ def load_official_head(
     return model
 
 
-def save_official_head(model, dst: str | os.PathLike) -> Path:
-    """Write the head of one of our task models as an official head `.pth` (a plain state dict of tensors)."""
+def save_official_head(model: TaskModel, dst: str | os.PathLike) -> Path:
+    """Write the head of one of our task models as an official head `.pth`: a plain state dict of tensors, as the
+    released head files; for the linear probes `{"model": state dict}`, as the official training scripts write."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone().contiguous() for k, v in ours_to_official_head(model).items()}
-    torch.save(state, dst)
+    torch.save({"model": state} if _kind(model.config) in LINEAR_PROBES else state, dst)
     return dst
+
+
+def official_linear_probe_config(
+    kind: str, state: Mapping[str, torch.Tensor], backbone_config: Any, **fields: Any
+) -> Dinov3HfSemanticSegmentationConfig | Dinov3HfDepthEstimationConfig:
+    """The task config of an official linear probe (`kind` "linear_segmentation" or "linear_depth") that fits its
+    state dict: num_labels / n_bins from the conv's output channels, use_batchnorm from the BatchNorm keys; depth:
+    use_cls_token when the conv's input channels are twice those of `layers`. `fields` (e.g. `layers`, which
+    default to the last layer as the official probes) set other task-config fields and win over the inferred ones."""
+    if kind not in LINEAR_PROBES:
+        raise CheckpointError(f"Unknown linear probe {kind!r}; known: {', '.join(LINEAR_PROBES)}.")
+    (norm, _), (conv, _) = _KEY_PREFIXES[kind]
+    if conv + "weight" not in state:
+        raise CheckpointError(
+            f"The state dict has no {conv}weight, so it is not an official {kind.replace('_', ' ')} probe; its keys: "
+            f"{', '.join(sorted(state)[:10])}{', ...' if len(state) > 10 else ''}."
+        )
+    outputs, channels = state[conv + "weight"].shape[:2]
+    fields.setdefault("use_batchnorm", any(k.startswith(norm) for k in state))
+    if kind == "linear_segmentation":
+        return Dinov3HfSemanticSegmentationConfig(backbone_config=backbone_config, num_labels=outputs, **fields)
+    if "use_cls_token" not in fields:
+        plain = Dinov3HfDepthEstimationConfig(backbone_config=backbone_config, **fields)
+        fields["use_cls_token"] = channels == 2 * plain.head_in_channels
+    return Dinov3HfDepthEstimationConfig(backbone_config=backbone_config, n_bins=outputs, **fields)
 
 
 def build_official_head_model(
     name: str,
     head: str | os.PathLike | Mapping[str, torch.Tensor],
-    backbone: str | os.PathLike | Dinov3HfViTModel,
+    backbone: str | os.PathLike | Dinov3HfViTModel | Dinov3HfConvNextModel,
+    backbone_arch: str | None = None,
     **overrides: Any,
-):
-    """Our task model for an official head: `backbone` (a model, one of our / transformers' checkpoint folders or
-    Hub ids, or an official backbone `.pth`, read with the head's backbone preset) + the head file `head`."""
+) -> TaskModel:
+    """Our task model for an official head file `head` on `backbone` (a model, one of our / transformers' checkpoint
+    folders or Hub ids, or an official backbone `.pth`, read with `backbone_arch`, default the released head's preset).
+
+    `name`: a released head (`OFFICIAL_HEADS`; `overrides` change its config), or "linear_segmentation" /
+    "linear_depth" for a linear probe of the official training scripts (config from the file, see
+    `official_linear_probe_config`; `overrides` e.g. `layers=[...]`)."""
     spec = OFFICIAL_HEADS.get(name)
+    if spec is None and name not in LINEAR_PROBES:
+        raise CheckpointError(
+            f"Unknown official head {name!r}; known: {', '.join([*OFFICIAL_HEADS, *LINEAR_PROBES])}."
+        )
+    if isinstance(backbone, (str, os.PathLike)) and (spec is None or Path(backbone).is_file()):
+        backbone = load_model(backbone, arch=backbone_arch or (spec.backbone_preset if spec else None))
     if spec is None:
-        raise CheckpointError(f"Unknown official head {name!r}; known: {', '.join(OFFICIAL_HEADS)}.")
-    if isinstance(backbone, (str, os.PathLike)) and Path(backbone).is_file():
-        backbone = load_model(backbone, arch=spec.backbone_preset)
-    model_class = spec.model_class
-    config = official_head_config(
-        name, backbone.config if isinstance(backbone, Dinov3HfViTModel) else None, **overrides
-    )
-    model = model_class.from_backbone(backbone, config=config)
+        state = load_pth(head) if isinstance(head, (str, os.PathLike)) else head
+        config = official_linear_probe_config(name, state, backbone.config, **overrides)
+    else:
+        config = official_head_config(
+            name, backbone.config if isinstance(backbone, Dinov3HfViTModel) else None, **overrides
+        )
+    model = OFFICIAL_HEAD_MODELS[_kind(config)].from_backbone(backbone, config=config)
     return load_official_head(model, head)

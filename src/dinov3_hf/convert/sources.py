@@ -10,24 +10,19 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-from ..models.pretrained import HUB_KWARGS
+from ..models.pretrained import HUB_KWARGS, CheckpointError, check_local_path, open_safetensors
 
 # Wrappers under which official training checkpoints keep the backbone (`{"teacher": {"backbone.x": ...}}`).
 _WRAPPER_KEYS = ("teacher", "model", "state_dict")
 _PREFIXES = ("module.", "backbone.")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message says what is wrong."""
-
-
 class SafetensorsSource(Mapping):
     """Read-on-access mapping over one or more safetensors files (tensors are loaded when indexed)."""
 
     def __init__(self, files: list[str | os.PathLike]):
-        self._handles = [safe_open(str(f), framework="pt") for f in files]
+        self._handles = [open_safetensors(f) for f in files]
         self._where = {key: h for h in self._handles for key in h.keys()}
 
     def __getitem__(self, key: str) -> torch.Tensor:
@@ -100,6 +95,7 @@ def resolve_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> Path:
         return path
     if path.exists():
         raise CheckpointError(f"{path} is a file; expected a model folder or a Hub repo id.")
+    check_local_path(name_or_path)
     from huggingface_hub import snapshot_download
 
     allowed = ["config.json", "*.safetensors", "model.safetensors.index.json", "preprocessor_config.json"]

@@ -1,4 +1,4 @@
-"""Real image data that is available offline (see the research notes, part B)."""
+"""Real image data that is available offline: files bundled in pip wheels and Debian packages."""
 
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .stereo import DepthSample, depth_crops, disparity_to_depth, load_depth_sample, load_motorcycle, load_quokka

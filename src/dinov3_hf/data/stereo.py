@@ -1,4 +1,4 @@
-"""Real images with dense depth that ship inside pip packages (research notes B.2).
+"""Real images with dense depth that ship inside pip packages.
 
 - `load_motorcycle()`: the left image of scikit-image's Middlebury-2014 "motorcycle" pair (741 x 500) with depth
   from its ground-truth disparity, in metres.

@@ -1,6 +1,6 @@
 """Texture mosaics: unlimited, seeded, exactly labelled segmentation (and classification) data from bundled photos.
 
-Every sample is built from scikit-image's bundled CC0 / public-domain images (research notes B.2 / B.3): the CC0
+Every sample is built from scikit-image's bundled CC0 / public-domain images (`skimage.data`): the CC0
 textures `brick`, `grass` and `gravel`, and crops of photos (`coffee`, `rocket`, ...) as further classes. A mosaic
 splits the image into regions (a Voronoi diagram of random seed points, or a random guillotine partition into
 rectangles), gives each region a class, and copies the region's pixels from a random window of that class's

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import BatchFeature
+from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING
 from transformers.processing_utils import ProcessorMixin
+
+from .image_processing import Dinov3HfImageProcessor
 
 
 class Dinov3HfDinoTxtProcessor(ProcessorMixin):
@@ -22,14 +25,16 @@ class Dinov3HfDinoTxtProcessor(ProcessorMixin):
     @classmethod
     def for_model_config(cls, config, image_size: int = 224) -> "Dinov3HfDinoTxtProcessor":
         """The processor of a dino.txt config: square bicubic resize to `image_size` with the backbone's mean / std
-        and patch multiple, and the CLIP BPE tokenizer with the config's text context."""
-        from ..models.dinotxt.tokenization import Dinov3HfDinoTxtTokenizer  # here: models.dinotxt imports processing
-        from .image_processing import Dinov3HfImageProcessor
+        and patch multiple, and the CLIP BPE tokenizer with the config's text context.
 
+        The tokenizer class is the one registered for the config's class with `AutoTokenizer` (importing dinov3_hf
+        registers it), so processing/ does not import models/."""
+        if type(config) not in TOKENIZER_MAPPING:
+            raise ValueError(f"No tokenizer is registered for {type(config).__name__}; pass a dino.txt config.")
         image_processor = Dinov3HfImageProcessor.for_model_config(
             config, size={"height": image_size, "width": image_size}, resample="bicubic"
         )
-        return cls(image_processor, Dinov3HfDinoTxtTokenizer(context_length=config.text_context_length))
+        return cls(image_processor, TOKENIZER_MAPPING[type(config)](context_length=config.text_context_length))
 
     def __call__(self, images=None, text=None, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
         if images is None and text is None:

@@ -1,13 +1,14 @@
 """Image processor for the DINOv3 backbones: resize (fixed or shorter side), snap to the patch grid, crop, normalise.
 
-Pipeline per image: convert to float RGB -> rescale 8-bit data by `rescale_factor` -> resize (antialiased bilinear or
-bicubic, as torchvision `Resize(antialias=True)` on a float tensor) with each side snapped to a multiple of
-`size_divisor` -> optional center crop -> normalise with `image_mean` / `image_std`.
+Pipeline per image: convert to float RGB (16-bit data mapped onto the 8-bit scale) -> rescale 8-bit data by
+`rescale_factor` -> refuse inputs of more than `max_tokens` patch tokens -> resize (antialiased bilinear or bicubic,
+torchvision `Resize(antialias=True)` on a float tensor) with each side snapped to a multiple of `size_divisor` ->
+optional center crop -> normalise with `image_mean` / `image_std`. Batching, channel-layout inference and the
+`BatchFeature` output come from transformers' image utilities.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
@@ -15,9 +16,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as tvF
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.image_utils import (
+    ChannelDimension,
+    infer_channel_dimension_format,
+    is_pil_image,
+    is_valid_image,
+    make_flat_list_of_images,
+    to_numpy_array,
+    valid_images,
+)
 
-from ..models.pretrained import NORMALIZATION
+from ..common import NORMALIZATION, snap_to_multiple
 
 RESAMPLE_MODES = ("bilinear", "bicubic")
 # PIL / transformers `PILImageResampling` integer codes accepted for `resample`, as in hub preprocessor configs.
@@ -27,6 +39,13 @@ _RGB_CONVERTIBLE_MODES = ("RGB", "1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 SUPPORTED_PIL_MODES = _RGB_CONVERTIBLE_MODES + _ALPHA_MODES + _SIXTEEN_BIT_MODES + ("F",)
+_CHANNEL_COUNTS = (1, 3, 4)  # gray, RGB, RGBA
+
+# Default `max_tokens`: a 2048 x 2048 input at patch 16 (a 128 x 128 grid). It admits every image up to an aspect
+# ratio of about 20:1 at a shorter side of 448 (28 patches, the CLI default), and refuses the degenerate strips (a
+# 300 x 3 image at shorter side 448 is a 44800 x 448 input, 78400 tokens) whose attention, quadratic in the token
+# count, would run for minutes to hours or run out of memory. Raise it for larger inputs, e.g. 65536 for 4096 x 4096.
+DEFAULT_MAX_TOKENS = 16384
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor
 
@@ -44,6 +63,7 @@ class Dinov3HfImageProcessorKwargs(TypedDict, total=False):
     do_normalize: bool
     image_mean: Sequence[float]
     image_std: Sequence[float]
+    max_tokens: int | None
 
 
 class Dinov3HfImageProcessor(BaseImageProcessor):
@@ -59,15 +79,21 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
         do_center_crop: center crop to `crop_size` after resizing.
         crop_size: `{"height": H, "width": W}`, multiples of `size_divisor`.
         do_rescale: multiply 8-bit integer data by `rescale_factor`. Float inputs are taken as already in [0, 1]
-            and never rescaled; 16-bit data (uint16 arrays, PIL `I;16`/`I`) is first mapped onto the 0..255 scale.
+            and never rescaled; 16-bit data (uint16 arrays and tensors, PIL `I;16*` and `I`, read as 0..65535) is
+            first mapped onto the 0..255 scale by x * 255 / 65535, so it ends in [0, 1] like 8-bit data, unclipped.
         rescale_factor: the rescale multiplier, 1/255.
         do_normalize: normalise with `image_mean` and `image_std`.
         image_mean, image_std: per-channel statistics; default the LVD-1689M (ImageNet) ones. Use
             [`for_model_config`] to take them (and the patch size) from a model config, e.g. the SAT-493M ones.
+        max_tokens: the most patch tokens an image may give, counted on what the model receives (after resize
+            and crop) as (H // size_divisor) * (W // size_divisor); more raise a ValueError before any resizing.
+            None: no limit. The default 16384 is a 2048 x 2048 input at patch 16; raise it for larger inputs
+            (65536 for 4096 x 4096).
 
     Inputs: a PIL image (any mode in `SUPPORTED_PIL_MODES`; alpha is composited over white), a numpy array
-    (HWC, CHW or HW; uint8, uint16 or float), a torch tensor (CHW, HWC or HW), a 4-D batch of arrays/tensors, or a list
-    of any of these. Channel layout is inferred (numpy: HWC first, torch: CHW first); pass
+    (HWC, CHW or HW; uint8, uint16 or float), a torch tensor (CHW, HWC or HW), a 4-D batch of arrays/tensors, or a
+    (nested) list of any of these. Channel layout is inferred as transformers' `infer_channel_dimension_format` does
+    (CHW first), except that numpy arrays are read HWC first (the numpy / PIL convention); pass
     `input_data_format="channels_first"` or `"channels_last"` to a call to override it.
 
     Outputs: `BatchFeature` with `pixel_values`, a float32 tensor [B, 3, H, W] (`return_tensors="pt"`), a numpy array
@@ -77,6 +103,8 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
 
     model_input_names = ["pixel_values"]
     valid_kwargs = Dinov3HfImageProcessorKwargs
+    # A class-level default makes `to_dict` keep an explicit `max_tokens=None` (no limit) in saved configs.
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
 
     def __init__(
         self,
@@ -91,6 +119,7 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
         do_normalize: bool = True,
         image_mean: Sequence[float] = NORMALIZATION["lvd1689m"][0],
         image_std: Sequence[float] = NORMALIZATION["lvd1689m"][1],
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         **kwargs: Any,
     ):
         kwargs.pop("image_processor_type", None)
@@ -108,6 +137,7 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
                 do_normalize=do_normalize,
                 image_mean=image_mean,
                 image_std=image_std,
+                max_tokens=max_tokens,
             )
         )
         for key, value in settings.items():
@@ -150,30 +180,49 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
                 f"Unknown image processor argument(s) {unknown}; valid ones are "
                 f"{sorted(Dinov3HfImageProcessorKwargs.__annotations__)}, return_tensors and input_data_format."
             )
-        if input_data_format not in (None, "channels_first", "channels_last"):
+        if input_data_format not in (None, *ChannelDimension):
             raise ValueError(
                 f"input_data_format must be 'channels_first', 'channels_last' or None, got {input_data_format!r}."
             )
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}.")
         settings = {key: getattr(self, key) for key in Dinov3HfImageProcessorKwargs.__annotations__}
         settings = _validate_settings({**settings, **overrides})
+        layout = None if input_data_format is None else ChannelDimension(input_data_format)
 
-        image_list = _flatten_images(images)
-        pixel_values = [self._process_one(image, input_data_format, settings) for image in image_list]
-        return BatchFeature(data={"pixel_values": _collate(pixel_values, return_tensors, settings["size"])})
+        pixel_values = [self._process_one(image, layout, settings) for image in _image_list(images)]
+        shapes = sorted({tuple(x.shape[-2:]) for x in pixel_values})
+        if return_tensors is not None and len(shapes) > 1:
+            raise ValueError(
+                f"The images resize to different shapes {shapes} under size={settings['size']} and cannot be stacked "
+                'into one batch. Use a fixed size={"height": H, "width": W}, process one image at a time, or pass '
+                "return_tensors=None to get a list of tensors."
+            )
+        return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
 
-    def _process_one(self, image: ImageLike, input_data_format: str | None, s: dict[str, Any]) -> torch.Tensor:
-        x, is_integer = _to_float_rgb(image, input_data_format)
+    def _process_one(self, image: ImageLike, layout: ChannelDimension | None, s: dict[str, Any]) -> torch.Tensor:
+        x, is_integer = _to_float_rgb(image, layout)
+        # the sizes first, so that bad crops and too many tokens fail before any resizing
+        resized = model_input = tuple(x.shape[-2:])
+        if s["do_resize"]:
+            resized = model_input = target_size(*resized, s["size"], s["size_divisor"])
+        if s["do_center_crop"]:
+            model_input = s["crop_size"]["height"], s["crop_size"]["width"]
+            if model_input[0] > resized[0] or model_input[1] > resized[1]:
+                raise ValueError(
+                    f"crop_size {model_input[0]}x{model_input[1]} is larger than the resized image "
+                    f"{resized[0]}x{resized[1]}; use a larger size or a smaller crop_size."
+                )
+        _check_token_count(tuple(x.shape[-2:]), model_input, s)
+
         if is_integer and s["do_rescale"]:
             x = x * s["rescale_factor"]
         if s["do_resize"]:
-            height, width = target_size(x.shape[-2], x.shape[-1], s["size"], s["size_divisor"])
-            x = F.interpolate(x[None], size=(height, width), mode=s["resample"], align_corners=False, antialias=True)[0]
+            x = tvF.resize(x, list(resized), interpolation=InterpolationMode(s["resample"]), antialias=True)
         if s["do_center_crop"]:
-            x = _center_crop(x, s["crop_size"]["height"], s["crop_size"]["width"])
+            x = tvF.center_crop(x, list(model_input))
         if s["do_normalize"]:
-            mean = torch.tensor(s["image_mean"], dtype=x.dtype, device=x.device)[:, None, None]
-            std = torch.tensor(s["image_std"], dtype=x.dtype, device=x.device)[:, None, None]
-            x = (x - mean) / std
+            x = tvF.normalize(x, s["image_mean"], s["image_std"])
         return x
 
     # -- post-processing (task pipelines) ---------------------------------------------------------------------------
@@ -245,11 +294,6 @@ def _target_sizes(target_sizes: Any, batch: int) -> list[tuple[int, int] | None]
     return sizes
 
 
-def snap_to_multiple(length: float, divisor: int) -> int:
-    """`length` rounded to the nearest multiple of `divisor` (halves round up), and at least `divisor`."""
-    return max(divisor, int(math.floor(length / divisor + 0.5)) * divisor)
-
-
 def target_size(height: int, width: int, size: dict[str, int], divisor: int) -> tuple[int, int]:
     """Output (height, width) of the resize for an input of (height, width) under `size` and `divisor`."""
     if "shortest_edge" in size:
@@ -304,35 +348,60 @@ def _validate_settings(s: dict[str, Any]) -> dict[str, Any]:
         s[name] = values
     if any(v <= 0 for v in s["image_std"]):
         raise ValueError(f"image_std values must be positive, got {s['image_std']!r}.")
+
+    limit = s["max_tokens"]
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"max_tokens must be a positive int or None (no limit), got {limit!r}.")
     return s
 
 
-def _flatten_images(images: Any) -> list[ImageLike]:
-    """One entry per image: lists are flattened, 4-D arrays/tensors are split along the batch dimension."""
-    if isinstance(images, Image.Image):
-        return [images]
-    if isinstance(images, (np.ndarray, torch.Tensor)):
-        if images.ndim in (2, 3):
-            return [images]
-        if images.ndim == 4:
-            return list(images)
+def _check_token_count(image_size: tuple[int, int], input_size: tuple[int, int], s: dict[str, Any]) -> None:
+    """Raise if the model input `input_size` (H, W) has more than `max_tokens` patches of `size_divisor` pixels."""
+    divisor, limit = s["size_divisor"], s["max_tokens"]
+    grid = input_size[0] // divisor, input_size[1] // divisor
+    tokens = grid[0] * grid[1]
+    if limit is not None and tokens > limit:
         raise ValueError(
-            f"Image arrays must be HW, HWC/CHW or a batch BHWC/BCHW; got an array of shape {tuple(images.shape)}."
+            f"An image of {image_size[0]}x{image_size[1]} pixels (height x width) becomes a "
+            f"{input_size[0]}x{input_size[1]} input of {grid[0]}x{grid[1]} = {tokens} patch tokens "
+            f"({divisor}x{divisor} pixels each), more than max_tokens={limit}; the model would take very long or run "
+            f"out of memory. To process it anyway, raise the limit: max_tokens={tokens} (or None) for the image "
+            f"processor, --max-tokens {tokens} for `dinov3-hf features`. Or use a smaller size, or crop the image."
         )
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise ValueError("Got an empty list of images; pass at least one image.")
-        return [image for item in images for image in _flatten_images(item)]
-    hint = " Load it first, e.g. with PIL.Image.open(path)." if isinstance(images, str) else ""
-    raise TypeError(
-        f"Unsupported image type {type(images).__name__}; pass PIL images, numpy arrays or torch tensors.{hint}"
-    )
 
 
-def _to_float_rgb(image: ImageLike, input_data_format: str | None) -> tuple[torch.Tensor, bool]:
-    """A float32 [3, H, W] tensor and whether it holds integer data on the 0..255 scale (else floats in [0, 1])."""
-    if isinstance(image, Image.Image):
-        image, input_data_format = _pil_to_array(image), "channels_last"
+def _image_list(images: Any) -> list[ImageLike]:
+    """One entry per image, by transformers' `make_flat_list_of_images` (lists, nested lists, 4-D batches).
+
+    A 2-D array or tensor (alone or first in a list) is one HW grayscale image, not a batch of rows.
+    """
+    if not valid_images(images):
+        hint = " Load it first, e.g. with PIL.Image.open(path)." if isinstance(images, str) else ""
+        raise TypeError(
+            f"Unsupported image type {type(images).__name__}; pass PIL images, numpy arrays or torch tensors, or "
+            f"(nested) lists of them.{hint}"
+        )
+    first = images
+    while isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    grayscale = is_valid_image(first) and not is_pil_image(first) and first.ndim == 2
+    try:
+        image_list = list(make_flat_list_of_images(images, expected_ndims=2 if grayscale else 3))
+    except ValueError as err:
+        shape = f", got shape {tuple(images.shape)}" if hasattr(images, "shape") else ""
+        raise ValueError(f"Image arrays must be HW, HWC/CHW or a batch BHWC/BCHW{shape}.") from err
+    if not image_list:
+        raise ValueError("Got an empty list of images; pass at least one image.")
+    return image_list
+
+
+def _to_float_rgb(image: ImageLike, layout: ChannelDimension | None) -> tuple[torch.Tensor, bool]:
+    """A float32 [3, H, W] tensor and whether it holds integer data on the 0..255 scale (else floats in [0, 1]).
+
+    uint16 data is mapped onto that scale by x / 257 (= x * 255 / 65535); alpha is composited over white.
+    """
+    if is_pil_image(image):
+        image, layout = _pil_to_array(image), ChannelDimension.LAST
     if isinstance(image, np.ndarray):  # copy to a writable, native-byte-order array, as torch.from_numpy wants
         x = torch.from_numpy(np.array(image, dtype=image.dtype.newbyteorder("=")))
     else:
@@ -342,13 +411,17 @@ def _to_float_rgb(image: ImageLike, input_data_format: str | None) -> tuple[torc
 
     if x.ndim == 2:
         x = x[None]
-    elif input_data_format == "channels_last":
-        x = x.permute(2, 0, 1)
-    elif input_data_format is None:
-        x = _channels_first(x, prefer_last=isinstance(image, np.ndarray))
+    elif x.ndim == 3:
+        if layout is None and (x.shape[0] in _CHANNEL_COUNTS or x.shape[-1] in _CHANNEL_COUNTS):
+            numpy_hwc = isinstance(image, np.ndarray) and x.shape[-1] in _CHANNEL_COUNTS
+            layout = ChannelDimension.LAST if numpy_hwc else infer_channel_dimension_format(x, _CHANNEL_COUNTS)
+        if layout == ChannelDimension.LAST:
+            x = x.permute(2, 0, 1)
+    else:
+        raise ValueError(f"Image arrays must be HW, HWC/CHW or a batch BHWC/BCHW; got one of shape {tuple(x.shape)}.")
     if 0 in x.shape[-2:]:
         raise ValueError(f"Got an empty image of shape {tuple(image.shape)}.")
-    if x.shape[0] not in (1, 3, 4):
+    if x.shape[0] not in _CHANNEL_COUNTS:
         raise ValueError(
             f"Images need 1 (gray), 3 (RGB) or 4 (RGBA) channels; got shape {tuple(image.shape)} read as "
             f"{x.shape[0]} channels. Pass input_data_format='channels_first' or 'channels_last' if the layout was "
@@ -356,10 +429,7 @@ def _to_float_rgb(image: ImageLike, input_data_format: str | None) -> tuple[torc
         )
 
     is_integer = not x.is_floating_point()
-    if x.dtype == torch.uint16:
-        x = x.to(torch.float32) / 257.0
-    else:
-        x = x.to(torch.float32)
+    x = x.to(torch.float32) / 257.0 if x.dtype == torch.uint16 else x.to(torch.float32)
     if is_integer and x.numel() and (x.min() < 0 or x.max() > 255):
         raise ValueError(
             f"Integer image values must lie in 0..255 (8-bit), got [{x.min().item():g}, {x.max().item():g}]. "
@@ -372,7 +442,7 @@ def _to_float_rgb(image: ImageLike, input_data_format: str | None) -> tuple[torc
         )
 
     full = 255.0 if is_integer else 1.0
-    if x.shape[0] == 4:  # composite over white
+    if x.shape[0] == 4:  # composite over white, in float (transformers' convert_to_rgb rounds to the input dtype)
         alpha = x[3:] / full
         x = x[:3] * alpha + full * (1 - alpha)
     elif x.shape[0] == 1:
@@ -380,16 +450,12 @@ def _to_float_rgb(image: ImageLike, input_data_format: str | None) -> tuple[torc
     return x.contiguous(), is_integer
 
 
-def _channels_first(x: torch.Tensor, prefer_last: bool) -> torch.Tensor:
-    """Move the channel axis of a 3-D image first, guessing it from which end has 1, 3 or 4 entries."""
-    first, last = x.shape[0] in (1, 3, 4), x.shape[-1] in (1, 3, 4)
-    if last and (prefer_last or not first):
-        return x.permute(2, 0, 1)
-    return x
-
-
 def _pil_to_array(image: Image.Image) -> np.ndarray:
-    """HWC (or HW) numpy array of a PIL image: uint8 RGB / RGBA, uint16 gray for 16-bit modes, float32 for mode F."""
+    """HWC (or HW) numpy array of a PIL image: uint8 RGB / RGBA, uint16 gray for 16-bit modes, float32 for mode F.
+
+    The 16-bit and float modes are read as they are: PIL's (and transformers') `convert("RGB")` would clip them to
+    0..255. Mode `I` (32-bit int, which Pillow gives some 16-bit files) is read as 16-bit data.
+    """
     mode = image.mode
     if mode not in SUPPORTED_PIL_MODES:
         raise ValueError(
@@ -397,7 +463,7 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
             "convert the image first, e.g. image.convert('RGB')."
         )
     if mode in _SIXTEEN_BIT_MODES:
-        array = np.asarray(image).astype(np.int64)
+        array = to_numpy_array(image).astype(np.int64)
         if array.size and (array.min() < 0 or array.max() > 65535):
             raise ValueError(
                 f"PIL mode {mode!r} image has values in [{array.min()}, {array.max()}]; 32-bit integer images are "
@@ -405,37 +471,7 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
             )
         return array.astype(np.uint16)
     if mode == "F":
-        return np.asarray(image, dtype=np.float32)
+        return to_numpy_array(image)
     if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
-        return np.asarray(image.convert("RGBA"))
-    return np.asarray(image.convert("RGB"))
-
-
-def _center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    image_height, image_width = x.shape[-2:]
-    if height > image_height or width > image_width:
-        raise ValueError(
-            f"crop_size {height}x{width} is larger than the resized image {image_height}x{image_width}; "
-            "use a larger size or a smaller crop_size."
-        )
-    top = int(round((image_height - height) / 2.0))
-    left = int(round((image_width - width) / 2.0))
-    return x[:, top : top + height, left : left + width]
-
-
-def _collate(
-    pixel_values: list[torch.Tensor], return_tensors: str | None, size: dict[str, int]
-) -> torch.Tensor | np.ndarray | list[torch.Tensor]:
-    if return_tensors is None:
-        return pixel_values
-    if return_tensors not in ("pt", "np"):
-        raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}.")
-    shapes = sorted({tuple(x.shape[-2:]) for x in pixel_values})
-    if len(shapes) > 1:
-        raise ValueError(
-            f"The images resize to different shapes {shapes} under size={size} and cannot be stacked into one batch. "
-            'Use a fixed size={"height": H, "width": W}, process one image at a time, or pass return_tensors=None '
-            "to get a list of tensors."
-        )
-    stacked = torch.stack(pixel_values)
-    return stacked if return_tensors == "pt" else stacked.cpu().numpy()
+        return to_numpy_array(image.convert("RGBA"))
+    return to_numpy_array(image.convert("RGB"))

@@ -1,4 +1,5 @@
-"""DINOv3 multi-crop augmentation (official_dinov3.md §6.5, §6.8), with the official code's *effective* probabilities.
+"""DINOv3 multi-crop augmentation (official `dinov3/data/augmentations.py`), with the official code's *effective*
+probabilities.
 
 Per image (all randomness from torch's global RNG, which the collator seeds per sample: see `collate.SeededSamples`):
 

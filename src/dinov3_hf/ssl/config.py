@@ -33,7 +33,8 @@ class HeadConfig:
 
 @dataclass
 class GramConfig:
-    """Gram anchoring (official_dinov3.md §6.5): `loss += weight(it) · GramLoss(student patches, Gram teacher patches)`.
+    """Gram anchoring (official `dinov3/loss/gram_loss.py`):
+    `loss += weight(it) · GramLoss(student patches, Gram teacher patches)`.
 
     The Gram teacher is a frozen backbone: loaded from `teacher_checkpoint` (a backbone in any format, read like a
     backbone `init_from`: an official .pth needs `backbone.preset`; or a training checkpoint folder, whose EMA teacher
@@ -55,7 +56,8 @@ class GramConfig:
 
 @dataclass
 class CropResolution:
-    """One (global, local, Gram-teacher) crop-size triple of a mixed-resolution run and its probability (§6.7)."""
+    """One (global, local, Gram-teacher) crop-size triple of a mixed-resolution run and its probability (official
+    `dinov3/configs/train/dinov3_vit7b16_high_res_adapt.yaml`)."""
 
     global_size: int
     local_size: int
@@ -65,7 +67,7 @@ class CropResolution:
 
 @dataclass
 class PretrainConfig:
-    """DINO + iBOT + KoLeo pretraining with an EMA teacher (official_dinov3.md §6).
+    """DINO + iBOT + KoLeo pretraining with an EMA teacher (official `dinov3/train/ssl_meta_arch.py`).
 
     Schedules are dicts for `dinov3_hf.ssl.schedules.make_schedule` over optimizer steps, e.g.
     {"kind": "warmup_constant", "warmup_iters": 100, "start": 0.0, "peak": 4e-4}; values may be exact expressions,
@@ -192,9 +194,10 @@ class StudentConfig:
 
 @dataclass
 class DistillationConfig(PretrainConfig):
-    """Multi-student distillation (official_dinov3.md §6.7 "Distillation"): the inherited `backbone`, `dino_head` and
-    `ibot_head` describe the frozen teacher, whose weights are the EMA teacher of `teacher_checkpoint` (a training
-    checkpoint folder); each of `students` learns DINO + iBOT + KoLeo against its targets on unmasked crops.
+    """Multi-student distillation (official `dinov3/configs/train/dinov3_vitl16_lvd1689m_distilled.yaml`):
+    the inherited `backbone`, `dino_head` and `ibot_head` describe the frozen teacher, whose weights are the EMA teacher
+    of `teacher_checkpoint` (a training checkpoint folder); each of `students` learns DINO + iBOT + KoLeo against its
+    targets on unmasked crops.
 
     Crop sizes (`global_size`, `local_size`) are the teacher's. A student whose output stride is s times the teacher's
     patch size (a ConvNeXt, stride 32, under a ViT/16 teacher: s = 2) sees crops s times larger, so that every model

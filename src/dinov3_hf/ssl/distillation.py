@@ -1,4 +1,4 @@
-"""Single-teacher multi-student distillation (official_dinov3.md §6.7 "Distillation").
+"""Single-teacher multi-student distillation (official `dinov3/configs/train/dinov3_vitl16_lvd1689m_distilled.yaml`).
 
 One frozen teacher (backbone + DINO / iBOT heads from a training checkpoint) runs once per batch; every student
 (ViT or ConvNeXt) learns DINO + iBOT + KoLeo against its Sinkhorn-Knopp targets on unmasked crops, and keeps an EMA

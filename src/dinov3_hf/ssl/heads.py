@@ -1,4 +1,4 @@
-"""DINO / iBOT projection head (official_dinov3.md §6.1).
+"""DINO / iBOT projection head (official `dinov3/layers/dino_head.py`).
 
     z = last_layer( normalize( mlp(x) ) )
 

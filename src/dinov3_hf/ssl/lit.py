@@ -1,4 +1,4 @@
-"""LiT training of dino.txt on the Hugging Face Trainer (official_dinov3.md §4, "dino.txt training recipe").
+"""LiT training of dino.txt on the Hugging Face Trainer (official `dinov3/eval/text/train_dinotxt.py`).
 
 The backbone stays frozen; the vision head, text tower, text projection and logit scale are trained with the
 symmetric InfoNCE over the global batch (`losses.contrastive`), AdamW with no weight decay on parameters with

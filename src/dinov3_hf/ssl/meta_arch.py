@@ -1,5 +1,5 @@
 """Student / EMA-teacher forward and loss assembly for DINOv3 pretraining, Gram anchoring and high-resolution
-adaptation (official_dinov3.md §6.1–6.5)."""
+adaptation (official `dinov3/train/ssl_meta_arch.py`)."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def check_crops(global_crops: torch.Tensor, local_crops: torch.Tensor, masks: to
 
 
 class StudentObjective(nn.Module):
-    """DINO + iBOT + KoLeo of one student against teacher targets (official_dinov3.md §6.2–6.4):
+    """DINO + iBOT + KoLeo of one student against teacher targets (official `dinov3/loss/`):
 
       dino_global = DINO(global CLS vs teacher, same view skipped), dino_local = DINO(local CLS vs teacher),
       ibot = iBOT(patch tokens at the masked positions vs teacher), koleo = mean over the 2 views of KoLeo(CLS),

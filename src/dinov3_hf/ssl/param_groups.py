@@ -1,4 +1,5 @@
-"""AdamW parameter groups with layer-wise lr decay and per-step lr / weight-decay updates (official_dinov3.md §6.6).
+"""AdamW parameter groups with layer-wise lr decay and per-step lr / weight-decay updates
+(official `dinov3/train/param_groups.py`).
 
 Per parameter of `modules["backbone"]` (a ViT with `blocks`):
     lr_multiplier = layer_decay ** (n_blocks + 1 - layer_id)      (× patch_embed_lr_mult for `patch_embed.*`)

@@ -1,4 +1,5 @@
-"""Mixed-resolution batches for high-resolution adaptation (official_dinov3.md §6.7).
+"""Mixed-resolution batches for high-resolution adaptation (official `CombinedDataLoader`, config
+`dinov3/configs/train/dinov3_vit7b16_high_res_adapt.yaml`).
 
 Every global batch g (counted from the start of training, across epochs) gets one crop-size triple
 `draw_resolution(probabilities, seed, g)`: a pure function of (seed, g), so all ranks draw the same triple without

@@ -1,4 +1,5 @@
-"""Teacher networks: the EMA teacher of DINO/iBOT pretraining (official_dinov3.md §6.1, §6.6)."""
+"""Teacher networks: the EMA teacher of DINO/iBOT pretraining (official `dinov3/train/ssl_meta_arch.py`,
+`dinov3/train/train.py`)."""
 
 from __future__ import annotations
 

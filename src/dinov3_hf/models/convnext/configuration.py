@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
-from ..pretrained import PRETRAINING_DATA, PretrainingDataMixin
+from ...common import PRETRAINING_DATA
+from ..pretrained import PretrainingDataMixin
 
-# Official hub architectures (`convnext_sizes`, official_dinov3.md §3). Other fields take the class defaults.
+# Official hub architectures (`convnext_sizes` in `dinov3/models/convnext.py`). Other fields take the class defaults.
 CONVNEXT_PRESETS: dict[str, dict[str, Any]] = {
     "convnext_tiny": dict(depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768]),
     "convnext_small": dict(depths=[3, 3, 27, 3], hidden_sizes=[96, 192, 384, 768]),
@@ -25,6 +27,7 @@ CONVNEXT_HUB_IDS = {
 NUM_STAGES = 4
 
 
+@strict
 class Dinov3HfConvNextConfig(PretrainingDataMixin, BackboneConfigMixin, PretrainedConfig):
     r"""Configuration of [`Dinov3HfConvNextModel`].
 
@@ -39,6 +42,20 @@ class Dinov3HfConvNextConfig(PretrainingDataMixin, BackboneConfigMixin, Pretrain
 
     Backbone use (`AutoBackbone`, UperNet, Mask2Former): stage names are `stem` (the input pixels, as in
     transformers' DINOv3ConvNextBackbone) and `stage1`..`stage4`; feature maps are the NCHW stage outputs.
+
+    Args:
+        depths: blocks per stage, 4 ints >= 0 (default ConvNeXt-Tiny's [3, 3, 9, 3]).
+        hidden_sizes: widths of the 4 stages, ints >= 1 (default [96, 192, 384, 768]).
+        num_channels: input image channels.
+        layer_norm_eps: epsilon of every LayerNorm.
+        layerscale_init: initial gamma of each block.
+        drop_path_rate: the stochastic-depth rate of the last block (training only).
+        patch_size: None, or the grid `get_intermediate_layers` resizes its maps to (see above).
+        initializer_range: std of the trunc-normal conv and linear weights of a fresh model (biases 0, norms 1 / 0).
+        image_size: the pretraining resolution (informative; any size >= 32 works).
+        pretraining_data: "lvd1689m" (web images) or "sat493m" (satellite), which fixes `image_mean` / `image_std`.
+        out_features, out_indices: backbone stages to return (`stem`, `stage1`..`stage4`; negative indices count
+            from the end).
     """
 
     model_type = "dinov3_hf_convnext"
@@ -74,10 +91,11 @@ class Dinov3HfConvNextConfig(PretrainingDataMixin, BackboneConfigMixin, Pretrain
         self.pretraining_data = pretraining_data
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, NUM_STAGES + 1)]
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
-        self.validate()
+        self.validate_dinov3_convnext()  # a plain ValueError here; `@strict` then runs every validator via `validate()`
 
-    def validate(self) -> None:
-        """Raise a ValueError naming the first inconsistent field."""
+    def validate_dinov3_convnext(self) -> None:
+        """Class validator (`@strict`: run by transformers' `validate()` after `__init__` and in `save_pretrained`):
+        raise a ValueError naming the first inconsistent field."""
         if len(self.depths) != NUM_STAGES or len(self.hidden_sizes) != NUM_STAGES:
             raise ValueError(
                 f"DINOv3 ConvNeXt has {NUM_STAGES} stages: depths and hidden_sizes need {NUM_STAGES} entries each, got "

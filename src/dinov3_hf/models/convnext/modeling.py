@@ -1,6 +1,6 @@
 """DINOv3 ConvNeXt: the backbone model, its AutoBackbone wrapper and outputs.
 
-Module and parameter names are the official ones (official_dinov3.md §3), so an official `.pth` state dict is this
+Module and parameter names are the official ones (`dinov3/models/convnext.py`), so an official `.pth` state dict is this
 model's state dict except for `norms.3.*`, the official alias of `norm`, which `dinov3_hf.convert` drops and restores.
 """
 
@@ -30,17 +30,17 @@ class Dinov3HfConvNextModelOutput(BaseModelOutputWithPooling):
 
     last_hidden_state: final LayerNorm of [pool ; stride-32 tokens], shape (B, 1 + h*w, C).
     pooler_output: the normed pool, (B, C).
-    register_tokens: empty, (B, 0, C).
+    register_tokens: None (a ConvNeXt has no registers).
     patch_tokens: the normed stride-32 tokens, (B, h*w, C), row-major over the (h, w) grid.
     prenorm_hidden_state: the stride-32 tokens before the final norm, (B, h*w, C) (official `x_prenorm`, no pool).
     hidden_states: when requested, the input pixels ("stem") and the 4 stage outputs, NCHW, as in transformers.
-    grid_size: (h, w) of the stride-32 map.
+
+    The stride-32 grid is (H // 32, W // 32) of the input (`config.output_stride`).
     """
 
     register_tokens: torch.Tensor | None = None
     patch_tokens: torch.Tensor | None = None
     prenorm_hidden_state: torch.Tensor | None = None
-    grid_size: tuple[int, int] | None = None
 
 
 class ChannelsFirstLayerNorm(nn.Module):
@@ -195,11 +195,9 @@ class Dinov3HfConvNextModel(Dinov3HfConvNextPreTrainedModel):
         output = Dinov3HfConvNextModelOutput(
             last_hidden_state=normed,
             pooler_output=normed[:, 0],
-            register_tokens=normed[:, 1:1],
             patch_tokens=normed[:, 1:],
             prenorm_hidden_state=tokens,
             hidden_states=(pixel_values, *stages) if output_hidden_states else None,
-            grid_size=(x.shape[-2], x.shape[-1]),
         )
         return output if return_dict else output.to_tuple()
 
@@ -269,10 +267,11 @@ class Dinov3HfConvNextBackbone(BackboneMixin, Dinov3HfConvNextModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        last = NUM_STAGES if output_hidden_states else max(self.out_indices)
+        indices = [i % len(self.stage_names) for i in self.out_indices]  # negative indices count from the end
+        last = NUM_STAGES if output_hidden_states else max(indices)
         stages = [pixel_values, *self.run_stages(pixel_values, last=last - 1)]
         output = BackboneOutput(
-            feature_maps=tuple(stages[i] for i in self.out_indices),
+            feature_maps=tuple(stages[i] for i in indices),
             hidden_states=tuple(stages) if output_hidden_states else None,
         )
         return output if return_dict else output.to_tuple()

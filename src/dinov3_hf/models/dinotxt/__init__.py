@@ -1,4 +1,4 @@
-"""dino.txt: a DINOv3 ViT aligned with a text tower (official_dinov3.md §4), its tokenizer, zero-shot classification
+"""dino.txt: a DINOv3 ViT aligned with a text tower (`dinov3/eval/text/`), its tokenizer, zero-shot classification
 and open-vocabulary segmentation."""
 
 from .configuration import DINOTXT_PRESETS, Dinov3HfDinoTxtConfig

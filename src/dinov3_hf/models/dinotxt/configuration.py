@@ -1,4 +1,4 @@
-"""Configuration of dino.txt (official_dinov3.md §4): a frozen DINOv3 ViT, a vision head, a CLIP-style text tower."""
+"""Configuration of dino.txt (`dinov3/hub/dinotxt.py`): a frozen DINOv3 ViT, a vision head, a CLIP-style text tower."""
 
 from __future__ import annotations
 
@@ -32,6 +32,25 @@ class Dinov3HfDinoTxtConfig(Dinov3HfHeadConfig):
 
     Scores: `logits_per_image = exp(logit_scale) * normalize(image) @ normalize(text)^T`, logit_scale initialised to
     `logit_scale_init` = ln(1/0.07) and kept in [0, `logit_scale_max`] by training.
+
+    Args:
+        backbone_config, freeze_backbone, head_initializer_range: as in [`Dinov3HfHeadConfig`]; the backbone must be
+            a ViT.
+        vision_head_layers: blocks of the vision head (>= 0).
+        vision_head_ffn_ratio: SwiGLU width ratio of the vision head (see `vision_head_ffn_hidden_size`).
+        vision_head_layerscale_init: initial LayerScale gamma of the vision head blocks.
+        vision_head_drop_path_rate: stochastic depth of the vision head blocks in training, in [0, 1).
+        text_vocab_size: rows of the token embedding.
+        text_context_length: the most tokens per text (rows of the position embedding).
+        text_hidden_size: width of the text tower; divisible by `text_num_attention_heads`.
+        text_num_hidden_layers: blocks of the text tower.
+        text_num_attention_heads: attention heads per text block.
+        text_ffn_ratio: MLP width over `text_hidden_size` in the text blocks.
+        layer_norm_eps: epsilon of the vision head and text tower LayerNorms.
+        logit_scale_init: initial log of the score temperature, ln(1/0.07).
+        logit_scale_max: upper clamp of `logit_scale` in training, ln(100).
+        initializer_range: std of the trunc-normal linears and N(0, std) token embedding of a fresh model (the
+            position embedding is N(0, 0.01)).
     """
 
     model_type = "dinov3_hf_dinotxt"

@@ -21,14 +21,12 @@ from .vision_head import VisionHead
 class Dinov3HfDinoTxtVisionOutput(ModelOutput):
     r"""
     image_embeds: [CLS ; mean patch] of the vision head output, (B, 2D), not normalised.
-    patch_tokens: the vision head's patch tokens, (B, N, D), row-major over the patch grid (their cosine with the
-        second half of a text embedding is the open-vocabulary segmentation score).
-    grid_size: (H/p, W/p) of the patch grid.
+    patch_tokens: the vision head's patch tokens, (B, N, D), row-major over the (H // p, W // p) patch grid (their
+        cosine with the second half of a text embedding is the open-vocabulary segmentation score).
     """
 
     image_embeds: torch.Tensor | None = None
     patch_tokens: torch.Tensor | None = None
-    grid_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -47,7 +45,7 @@ class Dinov3HfDinoTxtOutput(ModelOutput):
 
 
 class Dinov3HfDinoTxtModel(Dinov3HfHeadPreTrainedModel):
-    """dino.txt (official_dinov3.md §4): image and text embeddings in one space, and their scaled cosine scores.
+    """dino.txt (`dinov3/eval/text/`): image and text embeddings in one space, and their scaled cosine scores.
 
     The backbone is frozen by default (`config.freeze_backbone`, LiT); `from_backbone(backbone, **config_fields)`
     builds a new vision head and text tower on a pretrained backbone. `attention_mask` is accepted and not needed:
@@ -97,7 +95,7 @@ class Dinov3HfDinoTxtModel(Dinov3HfHeadPreTrainedModel):
         tokens = self.vision_head(backbone.last_hidden_state)
         patches = tokens[:, self.backbone.num_prefix_tokens :]
         image_embeds = torch.cat([tokens[:, 0], patches.mean(dim=1)], dim=-1)
-        return Dinov3HfDinoTxtVisionOutput(image_embeds=image_embeds, patch_tokens=patches, grid_size=backbone.grid_size)
+        return Dinov3HfDinoTxtVisionOutput(image_embeds=image_embeds, patch_tokens=patches)
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
         """Image embeddings (B, embed_dim) = [CLS ; mean patch] of the vision head output, not normalised."""

@@ -11,7 +11,8 @@ from .configuration import Dinov3HfDinoTxtConfig
 
 class TextTransformer(nn.Module):
     """input_ids [B, T] (T <= context length) -> token + position embeddings -> causal pre-norm blocks -> ln_final ->
-    the hidden state at argmax(input_ids) per row (the EOT token, the largest id), [B, text_hidden_size].
+    the hidden state at argmax(input_ids) per row, [B, text_hidden_size]: the first EOT (49407, the largest id), which
+    is a literal `<|endoftext|>` in the text if it has one, as in the official text tower's "argmax" pooling.
 
     The blocks are the ViT's `SelfAttentionBlock` with causal attention, a GELU MLP and no LayerScale (the official
     text blocks have the same structure under other names; `dinov3_hf.convert.dinotxt` maps them).

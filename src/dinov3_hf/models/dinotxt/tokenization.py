@@ -1,11 +1,13 @@
-"""The dino.txt tokenizer: CLIP's byte-level BPE (official_dinov3.md §4).
+"""The dino.txt tokenizer: CLIP's byte-level BPE (`dinov3/thirdparty/CLIP/clip/simple_tokenizer.py`).
 
 Per text: ftfy fix + double HTML unescape, white space collapsed, lower-cased; split into words by the CLIP pattern
-(contractions, letter runs, single digits, runs of other symbols); each word's UTF-8 bytes are mapped to printable
-characters and merged by the 48,894 ranked BPE merges of `bpe_simple_vocab_16e6.txt.gz`, the last symbol of a word
-carrying `</w>`. Ids: 256 byte symbols, the same 256 with `</w>`, one per merge, then `<|startoftext|>` = 49406 and
-`<|endoftext|>` = 49407. A sequence is [SOT] + BPE ids + [EOT]; with truncation it keeps the first
-`context_length - 2` BPE ids (so the last id stays EOT), and padding appends id 0.
+(the two special tokens literally, contractions, letter runs, single digits, runs of other symbols); each word's UTF-8
+bytes are mapped to printable characters and merged by the 48,894 ranked BPE merges of `bpe_simple_vocab_16e6.txt.gz`,
+the last symbol of a word carrying `</w>`. Ids: 256 byte symbols, the same 256 with `</w>`, one per merge, then
+`<|startoftext|>` = 49406 and `<|endoftext|>` = 49407. A special token typed in a text keeps its id, as in the official
+tokenizer, unless a run of other symbols swallows its "<|" (e.g. "cat.<|endoftext|>" gives ".<|", "endoftext", "|>").
+A sequence is [SOT] + BPE ids + [EOT]; with truncation it keeps the first `context_length - 2` BPE ids (so the last
+id stays EOT), and padding appends id 0.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ SOT_TOKEN, EOT_TOKEN = "<|startoftext|>", "<|endoftext|>"
 PAD_TOKEN = "!"  # id 0: dino.txt pads with zeros
 END_OF_WORD = "</w>"
 CONTEXT_LENGTH = 77
-_WORDS = regex.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+", regex.IGNORECASE)
+# the official pattern: the special tokens first (one literal in a text is one word, which the BPE cache maps to itself)
+_WORDS = regex.compile(
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+", regex.IGNORECASE
+)
 
 
 def default_merges_file() -> Path:
@@ -93,9 +98,9 @@ class Dinov3HfDinoTxtTokenizer(PythonBackend):
         self.merge_ranks = {pair: i for i, pair in enumerate(merges)}
         self.byte_encoder = byte_symbols()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
-        self._word_cache: dict[str, list[str]] = {}
+        self._word_cache: dict[str, list[str]] = {SOT_TOKEN: [SOT_TOKEN], EOT_TOKEN: [EOT_TOKEN]}
         kwargs.setdefault("model_max_length", context_length)
-        kwargs.setdefault("split_special_tokens", True)  # "<|endoftext|>" typed in a text is text, as in open_clip
+        kwargs.setdefault("split_special_tokens", True)  # literal special tokens are found by `_WORDS`, not by HF
         kwargs.setdefault("special_tokens_pattern", "bos_eos")
         super().__init__(bos_token=bos_token, eos_token=eos_token, pad_token=pad_token, **kwargs)
 

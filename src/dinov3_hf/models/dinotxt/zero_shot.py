@@ -1,4 +1,5 @@
-"""Zero-shot classification and open-vocabulary segmentation with dino.txt (official_dinov3.md §4).
+"""Zero-shot classification and open-vocabulary segmentation with dino.txt (official
+`notebooks/dinotxt_segmentation_inference.ipynb`; arXiv 2508.10104 Sec. 7.3).
 
 Class embeddings: per class, the L2-normalised text embeddings of its prompts (one per template) are averaged and
 re-normalised. Segmentation uses the patch-aligned half of the text embedding (dims D..2D, the half that faces the
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ...processing.image_processing import snap_to_multiple
+from ...common import snap_to_multiple
 from .modeling import Dinov3HfDinoTxtModel
 
 # Prompt templates written for this package (a short, varied set; pass your own for a task).
@@ -113,7 +114,7 @@ def open_vocab_segmentation(
             if size != (win_h, win_w):
                 crop = F.interpolate(crop, size=size, mode="bicubic", align_corners=False)
             vision = model.encode_image(crop)
-            grid_h, grid_w = vision.grid_size
+            grid_h, grid_w = size[0] // patch, size[1] // patch
             tokens = F.normalize(vision.patch_tokens.float(), dim=-1)
             cosine = (tokens @ class_embeds.t()).transpose(1, 2).reshape(batch, -1, grid_h, grid_w)
             cosine = F.interpolate(cosine, size=(win_h, win_w), mode="bilinear", align_corners=False)

@@ -10,7 +10,7 @@ from .configuration import (
     Dinov3HfSemanticSegmentationConfig,
 )
 from .depth import Dinov3HfForDepthEstimation
-from .dpt import DPTHead
+from .dpt import DPTHead, transformers_dpt_config
 from .losses import SigLoss, logits_to_depth, sig_loss
 from .segmentation import Dinov3HfForSemanticSegmentation
 
@@ -27,4 +27,5 @@ __all__ = [
     "SigLoss",
     "logits_to_depth",
     "sig_loss",
+    "transformers_dpt_config",
 ]

@@ -34,6 +34,12 @@ _LOADING_ONLY_KWARGS = (
 )
 
 
+def _key_list(keys: list[str], shown: int = 8) -> str:
+    """`keys` for an error message: the first `shown`, then how many more."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
 def build_backbone(config) -> Dinov3HfViTModel | Dinov3HfConvNextModel:
     """A randomly initialised backbone for a backbone config."""
     for model_class in (Dinov3HfViTModel, Dinov3HfConvNextModel):
@@ -52,6 +58,8 @@ class Dinov3HfHeadPreTrainedModel(Dinov3HfPreTrainedModel):
       and then builds a new head on it (see `from_backbone`).
     - Loading a head checkpoint with another `num_labels` (or `n_bins`) raises a ValueError unless
       `ignore_mismatched_sizes=True`, which re-initialises the head.
+    - Loading a head checkpoint with missing or unexpected weights (e.g. no head weights) raises a ValueError naming
+      them, instead of running a randomly initialised head.
     """
 
     config: Dinov3HfHeadConfig
@@ -172,10 +180,17 @@ class Dinov3HfHeadPreTrainedModel(Dinov3HfPreTrainedModel):
                 return cls.from_backbone(path, **kwargs)
             if model_type == cls.config_class.model_type and not kwargs.get("ignore_mismatched_sizes", False):
                 cls._check_head_sizes(path, kwargs)
-        loaded = super().from_pretrained(path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
+        model, info = super().from_pretrained(path, *model_args, **{**kwargs, "output_loading_info": True})
+        missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+        if missing or unexpected:  # else a missing head would silently predict from random weights
+            found = [f"missing {_key_list(missing)}"] if missing else []
+            found += [f"unexpected {_key_list(unexpected)}"] if unexpected else []
+            raise ValueError(
+                f"The checkpoint {path} does not fit {cls.__name__}: weights {'; '.join(found)}. Pass a complete "
+                f"checkpoint of this model, or build a new head on its backbone with {cls.__name__}.from_backbone()."
+            )
         model.set_backbone_frozen(model.config.freeze_backbone)  # loading replaces parameters (requires_grad=True)
-        return loaded
+        return (model, info) if kwargs.get("output_loading_info", False) else model
 
     @classmethod
     def _check_head_sizes(cls, path, kwargs: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from .base import Dinov3HfHeadPreTrainedModel
 from .configuration import Dinov3HfImageClassificationConfig
 
 class Dinov3HfForImageClassification(Dinov3HfHeadPreTrainedModel):
-    """DINOv3 backbone + the official linear classifier on [CLS ; mean patch token] (official_dinov3.md §5.1).
+    """DINOv3 backbone + the official linear classifier on [CLS ; mean patch token] (`dinov3/hub/classifiers.py`).
 
     logits = Linear(2 * D, num_labels)(concat(pooler_output, mean(patch_tokens))), both from the final norm; for a
     ConvNeXt the "CLS" is its normed pooled feature. The loss follows `config.problem_type` (cross-entropy for

@@ -118,7 +118,7 @@ class Dinov3HfHeadConfig(PretrainedConfig):
 
 class Dinov3HfImageClassificationConfig(Dinov3HfHeadConfig):
     r"""Configuration of [`Dinov3HfForImageClassification`]: the official linear classifier
-    `Linear(2 * D, num_labels)` on [CLS ; mean of the patch tokens] of the last layer (official_dinov3.md §5.1).
+    `Linear(2 * D, num_labels)` on [CLS ; mean of the patch tokens] of the last layer (`dinov3/hub/classifiers.py`).
 
     Args:
         num_labels / id2label / label2id: the classes (standard transformers fields).
@@ -139,7 +139,8 @@ class Dinov3HfImageClassificationConfig(Dinov3HfHeadConfig):
 
 
 class Dinov3HfSemanticSegmentationConfig(Dinov3HfHeadConfig):
-    r"""Configuration of [`Dinov3HfForSemanticSegmentation`], the official linear segmentation probe (§5.2).
+    r"""Configuration of [`Dinov3HfForSemanticSegmentation`], the official linear segmentation probe
+    (`dinov3/eval/segmentation/`).
 
     Features of `layers` (ViT blocks or ConvNeXt stages; default the last one) from
     `get_intermediate_layers(reshape=True, norm=True)`, resized bilinearly to the first's size and concatenated
@@ -178,7 +179,7 @@ class Dinov3HfSemanticSegmentationConfig(Dinov3HfHeadConfig):
 
 class Dinov3HfDepthEstimationConfig(Dinov3HfHeadConfig):
     r"""Configuration of [`Dinov3HfForDepthEstimation`]: the official linear depth probe or the official DPT depth
-    head (official_dinov3.md §5.4), chosen by `head_type`.
+    head (`dinov3/eval/depth/`), chosen by `head_type`.
 
     `head_type="linear"` (default): features of `layers` (default the last one; with `use_cls_token` each map is
     concatenated with its broadcast class token / pooled feature) -> BatchNorm2d (`use_batchnorm`) ->

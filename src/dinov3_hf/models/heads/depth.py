@@ -1,5 +1,4 @@
-"""Monocular depth estimation with the official linear depth probe or the official DPT head (official_dinov3.md
-§5.4)."""
+"""Monocular depth estimation with the official linear depth probe or the official DPT head (`dinov3/eval/depth/`)."""
 
 from __future__ import annotations
 

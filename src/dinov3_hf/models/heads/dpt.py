@@ -1,4 +1,4 @@
-"""The official DPT depth head (`dinov3/eval/depth/models/dpt_head.py`; official_dinov3.md §5.4).
+"""The official DPT depth head (`dinov3/eval/depth/models/dpt_head.py`).
 
 Used by [`Dinov3HfForDepthEstimation`] when `config.head_type == "dpt"` (the `dinov3_vit7b16_dd` depther and the
 CHMv2 canopy-height head `dinov3_vitl16_chmv2`). The module tree reproduces the official one, so that the state dict
@@ -23,18 +23,22 @@ strictly into `depther.decoder`, a `DPTHead`):
 
 The `.conv` level comes from the official mmcv-style `ConvModule` wrapper (a conv plus optional norm / activation;
 the DPT head builds none of its norms, so only `.conv` holds weights). Sync BatchNorm is a plain `BatchNorm2d` here
-(same parameters and buffers). The research notes (official_dinov3.md §5.4) do not spell out parameter names; this
-layout was read off the public module structure of the official repository (the CHMv2-era `DPTHead` with
-`n_hidden_channels`, `use_bias` and `projection_after_fusion`).
+(same parameters and buffers). This layout was read off the public module structure of the official repository
+(the CHMv2-era `DPTHead` with `n_hidden_channels`, `use_bias` and `projection_after_fusion`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import DPTConfig
+
+from ..vit.configuration import Dinov3HfViTConfig
 
 # the resize applied to each reassembled map, by position: x4, x2, x1, x0.5 (the official DPT always has four)
 NUM_DPT_LAYERS = 4
@@ -274,3 +278,28 @@ def center_pad(pixel_values: torch.Tensor, multiple: int) -> tuple[torch.Tensor,
         return pixel_values, (0, 0)
     top, left = pad_h // 2, pad_w // 2
     return F.pad(pixel_values, (left, pad_w - left, top, pad_h - top)), (top, left)
+
+
+def transformers_dpt_config(backbone_config: Dinov3HfViTConfig, **dpt_kwargs: Any) -> DPTConfig:
+    """A transformers `DPTConfig` with which `DPTForDepthEstimation` runs on our ViT, e.g. a preset config as it is.
+
+    transformers' DPT reads every backbone feature map as a [B, 1 + N, C] sequence (class token, then the patch
+    tokens), so a copy of `backbone_config` gets `reshape_hidden_states=False`; unless it already selects four stages,
+    its `out_indices` become those of the official DPT: the four even intervals, stages [3, 6, 9, 12] of a 12-block
+    ViT (stage i is the output of block i, i.e. the official blocks [2, 5, 8, 11] counted from 0). `backbone_config`
+    itself is left unchanged; `dpt_kwargs` are further DPTConfig fields (e.g. `neck_hidden_sizes`,
+    `fusion_hidden_size`).
+    """
+    if not isinstance(backbone_config, Dinov3HfViTConfig):
+        raise TypeError(
+            f"transformers' DPT reads ViT token sequences; got a {type(backbone_config).__name__}. Use a "
+            "Dinov3HfViTConfig, or Dinov3HfForDepthEstimation (head_type='linear') for a ConvNeXt."
+        )
+    config = copy.deepcopy(backbone_config)
+    config.reshape_hidden_states = False
+    if len(config.out_indices) != NUM_DPT_LAYERS:
+        step = config.num_hidden_layers // NUM_DPT_LAYERS
+        config.set_output_features_output_indices(
+            out_features=None, out_indices=[k * step for k in range(1, NUM_DPT_LAYERS + 1)]
+        )
+    return DPTConfig(backbone_config=config, **dpt_kwargs)

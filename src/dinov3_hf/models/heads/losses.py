@@ -1,4 +1,4 @@
-"""Losses and the bins-to-depth conversion of the official linear depth probe (official_dinov3.md §5.4)."""
+"""Losses and the bins-to-depth conversion of the official linear depth probe (`dinov3/eval/depth/`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Semantic segmentation with the official linear probe (official_dinov3.md §5.2)."""
+"""Semantic segmentation with the official linear probe (`dinov3/eval/segmentation/`)."""
 
 from __future__ import annotations
 

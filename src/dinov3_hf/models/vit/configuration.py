@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
-from ..pretrained import PRETRAINING_DATA, PretrainingDataMixin
+from ...common import PRETRAINING_DATA
+from ..pretrained import PretrainingDataMixin
 
 
-# Official hub architectures (official_dinov3.md §1.1). Fields not listed take the class defaults,
+# Official hub architectures (`dinov3/hub/backbones.py`). Fields not listed take the class defaults,
 # which are the values shared by every release (patch 16, 4 registers, LayerNorm eps 1e-5, RoPE base 100, ...).
 VIT_PRESETS: dict[str, dict[str, Any]] = {
     "vits16": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, ffn_type="mlp", ffn_ratio=4.0),
@@ -40,6 +42,7 @@ VIT_HUB_IDS = {
 }
 
 
+@strict
 class Dinov3HfViTConfig(PretrainingDataMixin, BackboneConfigMixin, PretrainedConfig):
     r"""Configuration of [`Dinov3HfViTModel`].
 
@@ -56,6 +59,34 @@ class Dinov3HfViTConfig(PretrainingDataMixin, BackboneConfigMixin, PretrainedCon
     Backbone use (`AutoBackbone`, DPT, UperNet): `out_indices` select blocks (0 is the patch embedding, i is block i);
     `reshape_hidden_states=True` gives NCHW maps, False gives (B, 1 + N, C) sequences of CLS + patch tokens
     (registers dropped), the layout DPT expects.
+
+    Args:
+        hidden_size: token width D; divisible by `num_attention_heads`, with head_dim = D / heads divisible by 4.
+        num_hidden_layers: number of blocks.
+        num_attention_heads: attention heads per block.
+        ffn_type: "mlp" (fc1 -> GELU -> fc2) or "swiglu" (w3(SiLU(w1 x) * w2 x)).
+        ffn_ratio: FFN width over D (see `ffn_hidden_size`).
+        swiglu_align_to: the SwiGLU width is rounded up to a multiple of this.
+        patch_size: side p of the square patches (conv kernel and stride).
+        num_channels: input image channels.
+        num_register_tokens: register ("storage") tokens after CLS.
+        qkv_bias, proj_bias, ffn_bias: biases of the qkv, attention output and FFN linears.
+        mask_k_bias: with `qkv_bias`, multiply the key third of the qkv bias by the 0 mask `bias_mask`.
+        layer_norm_eps: epsilon of every LayerNorm.
+        layerscale_init: initial LayerScale gamma; None drops LayerScale.
+        drop_path_rate: per-block stochastic-depth rate (training only).
+        untie_global_and_local_cls_norm: a separate final norm (`local_cls_norm`) for CLS + registers of local crops.
+        rope_base, rope_min_period, rope_max_period, rope_normalize_coords, rope_shift, rope_jitter, rope_rescale: the
+            RoPE periods, coordinate normalisation and training augmentations above.
+        rope_dtype: dtype of the RoPE periods and angles ("float32", "bfloat16", "float16" or "float64").
+        initializer_range: std of the trunc-normal linear weights and N(0, std) CLS / register tokens of a fresh
+            model (the patch embedding is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the mask token 0, gamma
+            `layerscale_init`).
+        image_size: the pretraining resolution (informative; any size works).
+        pretraining_data: "lvd1689m" (web images) or "sat493m" (satellite), which fixes `image_mean` / `image_std`.
+        out_features, out_indices: backbone stages to return (`stem`, `stage1`..; negative indices count from the end).
+        reshape_hidden_states: backbone maps as NCHW (True) or (B, 1 + N, C) CLS + patch sequences (False).
+        apply_layernorm: apply the final LayerNorm to each backbone map.
     """
 
     model_type = "dinov3_hf_vit"
@@ -129,10 +160,11 @@ class Dinov3HfViTConfig(PretrainingDataMixin, BackboneConfigMixin, PretrainedCon
         self.apply_layernorm = apply_layernorm
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, num_hidden_layers + 1)]
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
-        self.validate()
+        self.validate_dinov3_vit()  # a plain ValueError here; `@strict` then runs every validator via `validate()`
 
-    def validate(self) -> None:
-        """Raise a ValueError naming the first inconsistent field."""
+    def validate_dinov3_vit(self) -> None:
+        """Class validator (`@strict`: run by transformers' `validate()` after `__init__` and in `save_pretrained`):
+        raise a ValueError naming the first inconsistent field."""
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}."

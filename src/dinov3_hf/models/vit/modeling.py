@@ -1,7 +1,7 @@
 """DINOv3 Vision Transformer: the backbone model, its AutoBackbone wrapper and outputs.
 
-Module and parameter names are the official ones (official_dinov3.md §1.3), so an official `.pth` state dict is
-this model's state dict, and `dinov3_hf.convert` only renames for the transformers layout.
+Module and parameter names are the official ones (`dinov3/models/vision_transformer.py`), so an official `.pth`
+state dict is this model's state dict, and `dinov3_hf.convert` only renames for the transformers layout.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from torch import nn
 from transformers import initialization as init
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 
 from ..pretrained import Dinov3HfPreTrainedModel
 from .configuration import Dinov3HfViTConfig
@@ -34,13 +36,14 @@ class Dinov3HfViTModelOutput(BaseModelOutputWithPooling):
     patch_tokens: the normed patch tokens, (B, N, D), row-major over the (H/p, W/p) grid.
     prenorm_hidden_state: the output of the last block before the final norm, (B, 1 + R + N, D).
     hidden_states: when requested, the embedding output and each block's output, all pre-norm.
-    grid_size: (H/p, W/p) of the patch grid.
+    attentions: when requested, each block's attention probabilities, (B, heads, 1 + R + N, 1 + R + N).
+
+    The patch grid is (H // p, W // p) of the input, p = `config.patch_size`.
     """
 
     register_tokens: torch.Tensor | None = None
     patch_tokens: torch.Tensor | None = None
     prenorm_hidden_state: torch.Tensor | None = None
-    grid_size: tuple[int, int] | None = None
 
 
 class Dinov3HfViTPreTrainedModel(Dinov3HfPreTrainedModel):
@@ -52,10 +55,15 @@ class Dinov3HfViTPreTrainedModel(Dinov3HfPreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["SelfAttentionBlock"]
     _supports_sdpa = True
+    _supports_flex_attn = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Official initialisation: trunc-normal linears, uniform patch embedding, N(0, 0.02) tokens."""
+        """Official initialisation: trunc-normal linears, uniform patch embedding, N(0, 0.02) tokens.
+
+        Each branch initialises only the tensors `module` owns itself: transformers calls this on every module that
+        owns a missing tensor (and skips the others), so a parent must not be relied on to reach its children.
+        """
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=std)
@@ -63,11 +71,10 @@ class Dinov3HfViTPreTrainedModel(Dinov3HfPreTrainedModel):
                 init.zeros_(module.bias)
             if isinstance(module, LinearKMaskedBias):
                 init.copy_(module.bias_mask, module.default_bias_mask())
-        elif isinstance(module, PatchEmbed):
-            conv = module.proj
-            bound = math.sqrt(1 / (conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]))
-            init.uniform_(conv.weight, -bound, bound)
-            init.uniform_(conv.bias, -bound, bound)
+        elif isinstance(module, nn.Conv2d):  # the patch embedding: U(-b, b) with b = 1 / sqrt(fan_in)
+            bound = math.sqrt(1 / (module.in_channels * module.kernel_size[0] * module.kernel_size[1]))
+            init.uniform_(module.weight, -bound, bound)
+            init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -115,6 +122,7 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
                 layer_norm_eps=config.layer_norm_eps,
                 layerscale_init=config.layerscale_init,
                 drop_path_rate=config.drop_path_rate,
+                config=config,
             )
             for _ in range(config.num_hidden_layers)
         )
@@ -162,24 +170,43 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
         return torch.cat([self.local_cls_norm(x[:, :split]), self.norm(x[:, split:])], dim=1)
 
     def run_blocks(
-        self, xs: list[torch.Tensor], grids: list[tuple[int, int]], collect: Sequence[int] = (), stop_after: int | None = None
-    ) -> tuple[list[torch.Tensor], dict[int, list[torch.Tensor]]]:
-        """Run blocks[0 .. stop_after] on a list of token tensors; return the outputs and those of blocks in `collect`.
+        self,
+        xs: list[torch.Tensor],
+        grids: list[tuple[int, int]],
+        collect: Sequence[int] = (),
+        stop_after: int | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[list[torch.Tensor], dict[int, list[torch.Tensor]], list[list[torch.Tensor]]]:
+        """Run blocks[0 .. stop_after] on a list of token tensors; return the outputs, those of blocks in `collect`
+        and, with `output_attentions=True`, each block's attention probabilities per crop (else an empty list).
 
         RoPE (sin, cos) is computed once per crop size, or once per block and crop size while it draws training
-        augmentations (each block then sees its own draw, as upstream).
+        augmentations (each block then sees its own draw, as upstream). `kwargs` go to the attention function.
         """
         last = len(self.blocks) - 1 if stop_after is None else stop_after
         ropes = None if self.rope_embed.augments else [self.rope_embed(h, w) for h, w in grids]
         collected: dict[int, list[torch.Tensor]] = {}
-        for i, block in enumerate(self.blocks[: last + 1]):
-            block_ropes = ropes if ropes is not None else [self.rope_embed(h, w) for h, w in grids]
-            xs = block(xs, block_ropes)
-            if i in collect:
-                collected[i] = xs
-        return xs, collected
+        attentions: list[list[torch.Tensor]] = []
+        blocks = self.blocks[: last + 1]
+        # the probabilities are the attention modules' second output, read by hooks as transformers' output capture does
+        hooks = [
+            block.attn.register_forward_hook(lambda module, args, output: attentions.append(output[1]))
+            for block in (blocks if kwargs.get("output_attentions") else ())
+        ]
+        try:
+            for i, block in enumerate(blocks):
+                block_ropes = ropes if ropes is not None else [self.rope_embed(h, w) for h, w in grids]
+                xs = block(xs, block_ropes, **kwargs)
+                if i in collect:
+                    collected[i] = xs
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return xs, collected, attentions
 
-    def _output(self, prenorm: torch.Tensor, grid: tuple[int, int], local_crops: bool, hidden_states=None):
+    def _output(
+        self, prenorm: torch.Tensor, local_crops: bool, hidden_states=None, attentions=None
+    ) -> Dinov3HfViTModelOutput:
         normed = self.final_norm(prenorm, local_crops)
         split = self.num_prefix_tokens
         return Dinov3HfViTModelOutput(
@@ -189,7 +216,7 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
             patch_tokens=normed[:, split:],
             prenorm_hidden_state=prenorm,
             hidden_states=hidden_states,
-            grid_size=grid,
+            attentions=attentions,
         )
 
     # -- forward ----------------------------------------------------------------------------------------------------
@@ -199,8 +226,9 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
         pixel_values: torch.Tensor | Sequence[torch.Tensor],
         bool_masked_pos: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> Dinov3HfViTModelOutput | list[Dinov3HfViTModelOutput] | tuple:
         r"""
         pixel_values: [B, C, H, W], or a list of such tensors (e.g. [global crops, local crops]) that run through
@@ -209,18 +237,35 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
         bool_masked_pos: [B, N] or [B, H/p, W/p] booleans; True replaces that patch with the mask token.
             With a list input, a list of the same length (entries may be None).
         output_hidden_states: return the embedding output and every block's output (pre-norm).
+        output_attentions: return every block's attention probabilities (computed by eager attention).
+        kwargs: transformers' attention keyword arguments (`TransformersKwargs`), passed to the attention function;
+            any other name raises a TypeError.
         """
+        check_kwargs(self, kwargs)
         if isinstance(pixel_values, (list, tuple)):
+            if output_hidden_states or output_attentions:
+                raise ValueError(
+                    "output_hidden_states and output_attentions are not returned for a list of crop batches; call the "
+                    "model on each batch (a tensor) to get them."
+                )
             return self.forward_list(pixel_values, bool_masked_pos)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         x, grid_h, grid_w = self.prepare_tokens(pixel_values, bool_masked_pos)
         collect = range(len(self.blocks)) if output_hidden_states else ()
-        (prenorm,), collected = self.run_blocks([x], [(grid_h, grid_w)], collect=collect)
+        (prenorm,), collected, attentions = self.run_blocks(
+            [x], [(grid_h, grid_w)], collect=collect, output_attentions=output_attentions, **kwargs
+        )
         hidden_states = (x, *(collected[i][0] for i in collect)) if output_hidden_states else None
-        output = self._output(prenorm, (grid_h, grid_w), local_crops=False, hidden_states=hidden_states)
+        output = self._output(
+            prenorm,
+            local_crops=False,
+            hidden_states=hidden_states,
+            attentions=tuple(a[0] for a in attentions) if output_attentions else None,
+        )
         return output if return_dict else output.to_tuple()
 
     def forward_list(
@@ -235,8 +280,8 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
             )
         prepared = [self.prepare_tokens(x, m) for x, m in zip(pixel_values, bool_masked_pos)]
         grids = [(h, w) for _, h, w in prepared]
-        prenorms, _ = self.run_blocks([x for x, _, _ in prepared], grids)
-        return [self._output(p, g, local_crops=i == 1) for i, (p, g) in enumerate(zip(prenorms, grids))]
+        prenorms, _, _ = self.run_blocks([x for x, _, _ in prepared], grids)
+        return [self._output(p, local_crops=i == 1) for i, p in enumerate(prenorms)]
 
     def get_intermediate_layers(
         self,
@@ -260,7 +305,7 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
         if bad or (isinstance(n, int) and not 1 <= n <= depth):
             raise ValueError(f"Layer selection n={n} is out of range for a model with {depth} blocks.")
         x, grid_h, grid_w = self.prepare_tokens(pixel_values)
-        _, collected = self.run_blocks([x], [(grid_h, grid_w)], collect=indices, stop_after=max(indices))
+        _, collected, _ = self.run_blocks([x], [(grid_h, grid_w)], collect=indices, stop_after=max(indices))
         split = self.num_prefix_tokens
         results = []
         for i in indices:
@@ -280,6 +325,7 @@ class Dinov3HfViTBackbone(BackboneMixin, Dinov3HfViTModel):
 
     `config.apply_layernorm` applies the final norm to each map; `config.reshape_hidden_states=True` returns
     NCHW patch maps (UperNet, Mask2Former), False returns (B, 1 + N, C) CLS + patch tokens (DPT).
+    `output_hidden_states` / `output_attentions` default to the config's flags, as in `Dinov3HfViTModel`.
     """
 
     def __init__(self, config: Dinov3HfViTConfig):
@@ -292,12 +338,19 @@ class Dinov3HfViTBackbone(BackboneMixin, Dinov3HfViTModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BackboneOutput | tuple:
+        check_kwargs(self, kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         x, grid_h, grid_w = self.prepare_tokens(pixel_values)
         blocks = range(len(self.blocks))
-        _, collected = self.run_blocks([x], [(grid_h, grid_w)], collect=blocks)
+        _, collected, attentions = self.run_blocks(
+            [x], [(grid_h, grid_w)], collect=blocks, output_attentions=output_attentions, **kwargs
+        )
         stages = [x, *(collected[i][0] for i in blocks)]
         split = self.num_prefix_tokens
         feature_maps = []
@@ -312,6 +365,20 @@ class Dinov3HfViTBackbone(BackboneMixin, Dinov3HfViTModel):
                 fmap = torch.cat([hidden[:, :1], hidden[:, split:]], dim=1)
             feature_maps.append(fmap)
         output = BackboneOutput(
-            feature_maps=tuple(feature_maps), hidden_states=tuple(stages) if output_hidden_states else None
+            feature_maps=tuple(feature_maps),
+            hidden_states=tuple(stages) if output_hidden_states else None,
+            attentions=tuple(a[0] for a in attentions) if output_attentions else None,
         )
         return output if return_dict else output.to_tuple()
+
+
+def check_kwargs(model: nn.Module, kwargs: dict) -> None:
+    """Raise a TypeError naming the first keyword argument of `forward` that is not one of transformers'
+    attention keyword arguments (`TransformersKwargs`)."""
+    known = TransformersKwargs.__optional_keys__ | TransformersKwargs.__required_keys__
+    unknown = [name for name in kwargs if name not in known]
+    if unknown:
+        raise TypeError(
+            f"{type(model).__name__}.forward() got an unexpected keyword argument {unknown[0]!r}. Besides its named "
+            f"arguments it takes only transformers' attention keyword arguments: {', '.join(sorted(known))}."
+        )

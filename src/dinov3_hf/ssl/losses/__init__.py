@@ -1,4 +1,4 @@
-"""SSL losses (official_dinov3.md §6.2–6.5): Sinkhorn-Knopp teacher targets, DINO, iBOT, KoLeo and Gram anchoring."""
+"""SSL losses (official `dinov3/loss/`): Sinkhorn-Knopp teacher targets, DINO, iBOT, KoLeo and Gram anchoring."""
 
 from .dino import DINOLoss
 from .gram import GramLoss, downsample_patch_tokens, gram_matrix

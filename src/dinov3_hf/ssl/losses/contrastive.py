@@ -1,4 +1,4 @@
-"""Symmetric InfoNCE (CLIP / LiT loss, official_dinov3.md §4 "dino.txt training recipe") over the global batch.
+"""Symmetric InfoNCE (CLIP / LiT loss, official `dinov3/eval/text/train_dinotxt.py`) over the global batch.
 
 With unit embeddings x_i (images) and y_i (texts) of the N pairs of the global batch and s = exp(logit_scale):
 

@@ -1,4 +1,4 @@
-"""DINO loss on the CLS-token prototype scores (official_dinov3.md §6.2).
+"""DINO loss on the CLS-token prototype scores (official `dinov3/loss/dino_clstoken_loss.py`).
 
 For S student views and T teacher views of the same B images, with teacher probabilities
 ``P[t, b]`` (e.g. from :func:`~dinov3_hf.ssl.losses.sinkhorn.sinkhorn_knopp`) and student logits

@@ -1,5 +1,5 @@
-"""Gram anchoring loss (official_dinov3.md §6.5): keep the student's patch-similarity structure close to a Gram
-teacher's.
+"""Gram anchoring loss (official `dinov3/loss/gram_loss.py`): keep the student's patch-similarity structure close to
+a Gram teacher's.
 
 Per image, with x̂ = x / ‖x‖₂ over the feature dimension (patch tokens [B, N, D]):
 

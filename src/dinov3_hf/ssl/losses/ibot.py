@@ -1,4 +1,4 @@
-"""iBOT masked-patch loss (official_dinov3.md §6.3).
+"""iBOT masked-patch loss (official `dinov3/loss/ibot_patch_loss.py`).
 
 For the M masked patches of a batch of ``n_images`` global crops, with teacher probabilities
 ``P[m]`` and student logits ``s[m]`` at the same positions, and per-patch weights ``w_m`` =

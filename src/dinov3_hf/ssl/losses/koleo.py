@@ -1,4 +1,4 @@
-"""KoLeo regulariser (Kozachenko-Leonenko entropy estimator; official_dinov3.md §6.4).
+"""KoLeo regulariser (Kozachenko-Leonenko entropy estimator; official `dinov3/loss/koleo_loss.py`).
 
 Features are L2-normalised; for each sample i, let nn(i) be the other sample (within its
 search set) with the largest dot product, and d_i = ‖x_i − x_nn(i)‖₂. Then

@@ -6,7 +6,10 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from transformers import PretrainedConfig
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 
 from .attention import SelfAttention, apply_to_list
 from .ffn import FFN_TYPES
@@ -22,7 +25,8 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
     In training with drop_path_rate p > 0, each residual branch runs on a random subset of
     max(int(B * (1 - p)), 1) samples of each crop, and is added back scaled by B / subset.
     `ropes` entries of None run attention without RoPE (the dino.txt vision head); `causal` masks attention to
-    earlier tokens (the dino.txt text tower); `layerscale_init=None` drops LayerScale.
+    earlier tokens (the dino.txt text tower); `layerscale_init=None` drops LayerScale. `config` picks the attention
+    implementation (see `SelfAttention`); keyword arguments of `forward` go to the attention function.
     """
 
     def __init__(
@@ -39,11 +43,18 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
         layerscale_init: float | None = 1e-5,
         drop_path_rate: float = 0.0,
         causal: bool = False,
+        config: PretrainedConfig | None = None,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=layer_norm_eps)
         self.attn = SelfAttention(
-            dim, num_heads, qkv_bias=qkv_bias, mask_k_bias=mask_k_bias, proj_bias=proj_bias, causal=causal
+            dim,
+            num_heads,
+            qkv_bias=qkv_bias,
+            mask_k_bias=mask_k_bias,
+            proj_bias=proj_bias,
+            causal=causal,
+            config=config,
         )
         self.ls1 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=layer_norm_eps)
@@ -51,8 +62,9 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
         self.ls2 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.drop_path_rate = drop_path_rate
 
-    def _attn_branch(self, xs: TokenList, ropes: list) -> TokenList:
-        return apply_to_list(self.ls1, self.attn(apply_to_list(self.norm1, xs), ropes))
+    def _attn_branch(self, xs: TokenList, ropes: list, **kwargs: Unpack[TransformersKwargs]) -> TokenList:
+        outs, _ = self.attn(apply_to_list(self.norm1, xs), ropes, **kwargs)
+        return apply_to_list(self.ls1, outs)
 
     def _ffn_branch(self, xs: TokenList) -> TokenList:
         return apply_to_list(lambda t: self.ls2(self.mlp(self.norm2(t))), xs)
@@ -68,6 +80,6 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
             for x, idx, y, k in zip(xs, subsets, ys, keep)
         ]
 
-    def forward(self, xs: TokenList, ropes: list) -> TokenList:
-        xs = self._residual(xs, lambda t: self._attn_branch(t, ropes))
+    def forward(self, xs: TokenList, ropes: list, **kwargs: Unpack[TransformersKwargs]) -> TokenList:
+        xs = self._residual(xs, lambda t: self._attn_branch(t, ropes, **kwargs))
         return self._residual(xs, self._ffn_branch)

@@ -7,8 +7,7 @@ from torch import nn
 
 
 class LayerScale(nn.Module):
-    """x * gamma, with gamma [dim] initialised to `init_value`; in place when autograd is off (x is a fresh branch
-    output there)."""
+    """x * gamma, with gamma [dim] initialised to `init_value`."""
 
     def __init__(self, dim: int, init_value: float = 1e-5):
         super().__init__()
@@ -16,6 +15,4 @@ class LayerScale(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), init_value))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return x * self.gamma
-        return x.mul_(self.gamma)
+        return x * self.gamma

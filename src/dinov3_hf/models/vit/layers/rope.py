@@ -1,4 +1,4 @@
-"""Axial 2D rotary position embedding of DINOv3 (official_dinov3.md §1.2)."""
+"""Axial 2D rotary position embedding of DINOv3 (`dinov3/layers/rope_position_encoding.py`)."""
 
 from __future__ import annotations
 
@@ -31,22 +31,26 @@ def rope_periods(
     return periods.to(dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """[x1, x2] -> [-x2, x1] on the last dimension."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """Rotate the last HW tokens of x [B, heads, T, head_dim]; the T - HW prefix tokens stay as they are.
 
-    x' = x * cos + rotate_half(x) * sin, computed in the dtype of sin/cos.
+    x' = x * cos + rotate_half(x) * sin with rotate_half([x1, x2]) = [-x2, x1], computed in the dtype of sin/cos.
+    rotate_half(x) * sin is formed as [x2, x1] * [-sin1, sin2], the same numbers (a sign flip is exact) with one pass
+    over x less, and the result is written into the output directly where autograd allows it (same numbers); the
+    in-place steps write only into tensors made here.
     """
     prefix = x.shape[-2] - sin.shape[-2]
-    x_prefix, x_patch = x[..., :prefix, :], x[..., prefix:, :]
-    x_patch = x_patch.to(sin.dtype)
-    x_patch = (x_patch * cos + rotate_half(x_patch) * sin).to(x.dtype)
-    return torch.cat((x_prefix, x_patch), dim=-2)
+    half = x.shape[-1] // 2
+    x_patch = x[..., prefix:, :].to(sin.dtype)
+    signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+    rotated = torch.cat((x_patch[..., half:], x_patch[..., :half]), dim=-1).mul_(signed_sin)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out[..., :prefix, :] = x[..., :prefix, :]
+    if x_patch.dtype == x.dtype and not (torch.is_grad_enabled() and x.requires_grad):  # out= has no autograd
+        torch.mul(x_patch, cos, out=out[..., prefix:, :]).add_(rotated)
+    else:
+        out[..., prefix:, :] = (x_patch * cos).add_(rotated)
+    return out
 
 
 class RopePositionEmbedding(nn.Module):
