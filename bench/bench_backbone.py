@@ -6,6 +6,11 @@ All three models carry the same (random, non-trivial) weights: ours is built fro
 mapped with timm's own `timm.models.eva.checkpoint_filter_fn` for timm. Before timing, each case checks that
 the three models agree numerically in fp32 (CLS token max abs diff < --atol).
 
+On CPU two more columns run ours outside PyTorch: `ours ort` is ours exported with `dinov3_hf.export.export_onnx` and
+run by ONNX Runtime (float32, checked against --atol like the others), `ours int8` the same file quantized with
+`dinov3_hf.export.quantize.quantize_dynamic_int8` (int8 weights; its CLS cosine to ours is printed, not checked).
+Both sessions get as many intra-op threads as torch has.
+
 Timing: per repetition every model runs `iters` forward calls back to back (iters calibrated so that a
 repetition lasts at least --min-time seconds), and the models are interleaved within each repetition (the
 order rotates from one repetition to the next). The table reports the median images/s over --repeats.
@@ -14,6 +19,7 @@ order rotates from one repetition to the next). The table reports the median ima
     python bench/bench_backbone.py --quick              # smoke run, about a minute
     python bench/bench_backbone.py --device cuda        # bf16 autocast, ViT-S/B/L at 224 (batch 64), ViT-L at 1024
     python bench/bench_backbone.py --cases vitb16@224x8,vitl16@518x2
+    python bench/bench_backbone.py --models ours,hf,timm  # CPU without the onnxruntime columns
 
 A case is `preset@resolution x batch`, e.g. `vits16@224x8` (square images).
 """
@@ -48,7 +54,10 @@ TIMM_NAMES = {
     "vith16plus": "vit_huge_plus_patch16_dinov3_qkvb",
 }
 
-MODEL_LABELS = {"ours": "dinov3_hf", "hf": "transformers", "timm": "timm"}
+MODEL_LABELS = {"ours": "dinov3_hf", "hf": "transformers", "timm": "timm", "ort": "ours ort", "int8": "ours int8"}
+ANCHORS = ("hf", "timm")
+OURS = ("ours", "ort", "int8")  # ours in PyTorch eager, ours in ONNX Runtime float32, ours in ONNX Runtime int8
+ORT_KEYS = ("ort", "int8")
 
 
 @dataclass
@@ -80,6 +89,7 @@ class Result:
     runs: dict[str, list[float]] = field(default_factory=dict)
     max_diff_fp32: dict[str, float] = field(default_factory=dict)
     max_diff_timed: dict[str, float] = field(default_factory=dict)
+    int8_cls_cosine: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -110,7 +120,7 @@ def machine_lines(device: torch.device) -> list[str]:
         f"load    : 1/5/15-min load average {' / '.join(f'{v:.2f}' for v in os.getloadavg())} "
         f"(before the run: clearly above 0 means other processes compete for these cores)",
         f"libs    : transformers {transformers.__version__} | timm {timm.__version__} | "
-        f"python {platform.python_version()}",
+        f"python {platform.python_version()}" + ort_version(),
     ]
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -119,6 +129,14 @@ def machine_lines(device: torch.device) -> list[str]:
             f"CUDA {torch.version.cuda} | cuDNN {torch.backends.cudnn.version()}"
         )
     return lines
+
+
+def ort_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return ""
+    return f" | onnxruntime {onnxruntime.__version__} (intra-op threads = torch's)"
 
 
 def vit_flops_per_image(config, resolution: int) -> float:
@@ -203,7 +221,36 @@ def build_models(case: Case, which: list[str], seed: int, hf_attn: str | None):
 
     for m in models.values():
         m.requires_grad_(False)
+    if any(k in which for k in ORT_KEYS):
+        models.update(ort_sessions(ours, case, [k for k in ORT_KEYS if k in which]))
     return config, models
+
+
+def ort_sessions(ours: torch.nn.Module, case: Case, which: list[str]) -> dict:
+    """ONNX Runtime sessions of ours: "ort" float32 (export_onnx), "int8" (quantize_dynamic_int8 of that file)."""
+    import onnxruntime as ort
+
+    from dinov3_hf.export.onnx import export_onnx
+    from dinov3_hf.export.quantize import quantize_dynamic_int8
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    sessions = {}
+    with tempfile.TemporaryDirectory() as folder:
+        size = (case.resolution, case.resolution + 2 * ours.config.patch_size)
+        float_path = export_onnx(ours, os.path.join(folder, "model.onnx"), example_size=size)
+        paths = {"ort": float_path}
+        if "int8" in which:
+            paths["int8"] = quantize_dynamic_int8(float_path, os.path.join(folder, "model.int8.onnx"))
+        for key in which:
+            sessions[key] = ort.InferenceSession(str(paths[key]), options, providers=["CPUExecutionProvider"])
+    return sessions
+
+
+def ort_outputs(session, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, map(torch.from_numpy, session.run(None, {"pixel_values": x.cpu().numpy()}))))
 
 
 def cls_token(key: str, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -212,6 +259,8 @@ def cls_token(key: str, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
         return model.forward_features(x)[:, 0]
     if key == "hf":
         return model(pixel_values=x).pooler_output
+    if key in ORT_KEYS:
+        return ort_outputs(model, x)["pooler_output"]
     return model(x).pooler_output
 
 
@@ -220,6 +269,8 @@ def forward_fn(key: str, model):
         return model.forward_features
     if key == "hf":
         return lambda x: model(pixel_values=x)
+    if key in ORT_KEYS:
+        return lambda x: model.run(None, {"pixel_values": x.numpy()})
     return model
 
 
@@ -263,11 +314,12 @@ def no_tf32(device: torch.device):
 
 
 def run_case(case: Case, args, device: torch.device) -> Result:
-    which = ["ours"] + [m for m in ("hf", "timm") if m in args.models]
+    which = ["ours"] + [m for m in (*ANCHORS, *ORT_KEYS) if m in args.models]
     config, models = build_models(case, which, args.seed, args.hf_attn)
     result = Result(case, vit_flops_per_image(config, case.resolution) / 1e9, iters=0)
-    for m in models.values():
-        m.to(device)
+    for key, m in models.items():
+        if key not in ORT_KEYS:
+            m.to(device)
 
     # 1) fp32 agreement on one image of the case's resolution (TF32 off so that fp32 means fp32)
     gen = torch.Generator().manual_seed(args.seed + 1)
@@ -277,19 +329,22 @@ def run_case(case: Case, args, device: torch.device) -> Result:
         for key in which[1:]:
             out = cls_token(key, models[key], x_check).float()
             result.max_diff_fp32[key] = (out - ref).abs().max().item()
-    bad = {k: v for k, v in result.max_diff_fp32.items() if not v < args.atol}
+            if key == "int8":
+                result.int8_cls_cosine = torch.nn.functional.cosine_similarity(out, ref).min().item()
+    bad = {k: v for k, v in result.max_diff_fp32.items() if not v < args.atol and k != "int8"}
     if bad:
         raise SystemExit(f"[{case.name}] models disagree in fp32 (CLS max abs diff {bad}, atol {args.atol})")
 
     # 2) the timed precision
     if args.precision == "bf16":
-        for m in models.values():
-            m.to(torch.bfloat16)
+        for key, m in models.items():
+            if key not in ORT_KEYS:
+                m.to(torch.bfloat16)
     in_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     x = torch.randn(case.batch, 3, case.resolution, case.resolution, generator=gen).to(device, in_dtype)
     fns = {k: forward_fn(k, m) for k, m in models.items()}
     if args.compile:
-        fns = {k: torch.compile(fn) for k, fn in fns.items()}
+        fns = {k: torch.compile(fn, fullgraph=k == "ours") for k, fn in fns.items()}  # ours: one graph, no break
 
     with torch.inference_mode(), precision_context(args.precision, device):
         if args.precision != "fp32":
@@ -334,9 +389,11 @@ def spread(values: list[float]) -> str:
 
 
 def format_table(results: list[Result], args, device: torch.device) -> str:
-    keys = ["ours"] + [m for m in ("hf", "timm") if m in args.models]
+    keys = ["ours"] + [m for m in (*ANCHORS, *ORT_KEYS) if m in args.models]
+    pairs = [(o, a) for o in OURS for a in ANCHORS if o in keys and a in keys]
+    names = {**MODEL_LABELS, "ours": "ours"}
     head = ["case", "GFLOP/img", "iters"] + [f"{MODEL_LABELS[k]} img/s" for k in keys]
-    head += [f"ours/{MODEL_LABELS[k]} (best)" for k in keys[1:]]
+    head += [f"{names[o]}/{MODEL_LABELS[a]} (best)" for o, a in pairs]
     if device.type == "cuda":
         head += [f"MFU {MODEL_LABELS[k]}" for k in keys]
     else:
@@ -348,7 +405,7 @@ def format_table(results: list[Result], args, device: torch.device) -> str:
         row = [r.case.name, f"{r.gflops_per_image:.1f}", str(r.iters)]
         row += [f"{ips[k]:.2f}" if ips[k] < 100 else f"{ips[k]:.0f}" for k in keys]
         best = {k: max(r.runs[k]) for k in keys}
-        row += [f"{ips['ours'] / ips[k]:.3f} ({best['ours'] / best[k]:.3f})" for k in keys[1:]]
+        row += [f"{ips[o] / ips[a]:.3f} ({best[o] / best[a]:.3f})" for o, a in pairs]
         if device.type == "cuda":
             row += [f"{100 * ips[k] * r.gflops_per_image / (args.peak_tflops * 1e3):.1f}%" for k in keys]
         else:
@@ -369,7 +426,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (or cuda:N)")
     parser.add_argument("--cases", default=None,
                         help=f"comma list of preset@RESxBATCH (cpu default {CPU_CASES}; cuda default {CUDA_CASES})")
-    parser.add_argument("--models", default="ours,hf,timm", help="comma list out of ours,hf,timm (ours always runs)")
+    parser.add_argument("--models", default=None,
+                        help="comma list out of ours,hf,timm,ort,int8 (ours always runs; ort and int8: CPU, fp32 "
+                             "only, without --compile; need onnxruntime, onnx and onnxscript). Default: all five "
+                             "on cpu in fp32 without --compile, else ours,hf,timm")
     parser.add_argument("--precision", choices=["fp32", "autocast-bf16", "bf16"], default=None,
                         help="fp32; autocast-bf16 (fp32 weights under torch.autocast); bf16 (weights and input cast "
                              "to bf16). Default: fp32 on cpu, autocast-bf16 on cuda")
@@ -382,7 +442,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="peak dense bf16 TFLOP/s for MFU on cuda (default 989 = H100 SXM; H200 is also 989, "
                              "H100 PCIe 756, A100 312)")
     parser.add_argument("--atol", type=float, default=1e-4, help="max abs diff allowed on the fp32 CLS token")
-    parser.add_argument("--compile", action="store_true", help="torch.compile each model's forward")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile each model's forward (ours with fullgraph=True)")
     parser.add_argument("--hf-attn", default=None, help="attn_implementation for transformers (default: its own, sdpa)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help=f"smoke run: 1 repeat, 1 warmup, cases {QUICK_CASES}")
@@ -393,8 +454,19 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch.cuda.is_available() is False")
     is_cuda = device.type == "cuda"
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.precision = args.precision or ("autocast-bf16" if is_cuda else "fp32")
+    ort_runs = not is_cuda and args.precision == "fp32" and not args.compile
+    args.models = [m.strip() for m in (args.models or ("ours,hf,timm,ort,int8" if ort_runs else "ours,hf,timm"))
+                   .split(",") if m.strip()]
+    if any(k in args.models for k in ORT_KEYS):
+        if not ort_runs:
+            raise SystemExit("--models ort and int8 run on the CPU in fp32 without --compile; leave them out of "
+                             "--models for --device cuda, --precision bf16/autocast-bf16 or --compile.")
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise SystemExit("--models ort/int8 need onnxruntime: pip install 'dinov3-hf[onnx]', or pass "
+                             "--models ours,hf,timm.") from None
     if args.quick:
         args.repeats, args.warmup = 1, 1 if args.warmup is None else args.warmup
         args.min_time = 0.0 if args.min_time is None else args.min_time
@@ -427,6 +499,7 @@ def main(argv: list[str] | None = None) -> None:
         timed_diffs = " ".join(f"{MODEL_LABELS[k]}={v:.1e}" for k, v in r.max_diff_timed.items())
         ips = " ".join(f"{MODEL_LABELS[k]}={v:.2f}" for k, v in r.images_per_s.items())
         print(f"[{case.name}] fp32 CLS max|diff| vs ours: {diffs}"
+              + (f" (int8 CLS cosine {r.int8_cls_cosine:.5f})" if r.int8_cls_cosine is not None else "")
               + (f" | {args.precision}: {timed_diffs}" if timed_diffs else "")
               + f" | img/s {ips} | {time.perf_counter() - t0:.0f}s", flush=True)
 
@@ -446,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:
                             "case": r.case.name, "gflops_per_image": r.gflops_per_image, "iters": r.iters,
                             "images_per_s": r.images_per_s, "runs": r.runs,
                             "max_diff_fp32": r.max_diff_fp32, "max_diff_timed": r.max_diff_timed,
+                            "int8_cls_cosine": r.int8_cls_cosine,
                         }
                         for r in results
                     ],

@@ -19,14 +19,16 @@ TOP_LEVEL = "dinov3_hf"
 
 # layer -> layers it must not reach, directly or through other modules (first name below the package), as in
 # ARCHITECTURE.md. `registration` and `cli` sit on top; `ssl` and `pipelines` use the models; `convert` translates
-# between the models and foreign layouts; `models` and `processing` stand side by side on `common`.
+# between the models and foreign layouts, `export` beside it turns the models into deployment formats; `models` and
+# `processing` stand side by side on `common`.
 _TOP = ("cli", "registration")
 _ABOVE_CONVERT = (*_TOP, "ssl", "pipelines", "pretrained_models", "data", "metrics", "viz")
 FORBIDDEN = {
-    "common": (*_ABOVE_CONVERT, "convert", "models", "processing"),
-    "models": (*_ABOVE_CONVERT, "convert", "processing"),
-    "processing": (*_ABOVE_CONVERT, "convert", "models"),
-    "convert": _ABOVE_CONVERT,
+    "common": (*_ABOVE_CONVERT, "convert", "export", "models", "processing"),
+    "models": (*_ABOVE_CONVERT, "convert", "export", "processing"),
+    "processing": (*_ABOVE_CONVERT, "convert", "export", "models"),
+    "convert": (*_ABOVE_CONVERT, "export"),
+    "export": (*_ABOVE_CONVERT, "convert", "processing"),
     "pipelines": (*_TOP, "ssl", "convert"),
     "ssl": (*_TOP, "pipelines"),
     "data": (*_TOP, "ssl"),

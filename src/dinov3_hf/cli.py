@@ -32,6 +32,9 @@ DEFAULT_GRID = 28  # default --size: 28 output tokens along the shorter image si
 # building the parser imports no torch (tests/test_newcomer.py checks that they agree)
 CONVERT_FORMATS = ("dinov3_hf", "hf", "official")
 CONVERT_HEADS = ("dinov3_vit7b16_lc", "dinov3_vit7b16_dd", "dinov3_vitl16_chmv2", "linear_segmentation", "linear_depth")
+# `dinov3_hf.pretrained_models.DEFAULT_MODEL`: the name by which `export` takes the shipped default model
+SHIPPED_MODEL = "fmnist_vit"
+EXPORT_FORMATS = ("onnx",)
 
 
 class CliError(Exception):
@@ -762,6 +765,112 @@ def run_attention(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export ------------------------------------------------------------------------------------------------------------
+
+
+def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX with dynamic batch, height and width",
+        description=(
+            "Export MODEL to DST/model.onnx with the input `pixel_values` [batch, 3, height, width] (any multiple "
+            "of the model's stride) and one output per field of the model output (e.g. last_hidden_state, "
+            "pooler_output, logits, predicted_depth); a dino.txt model gives DST/image_model.onnx (image_embeds, "
+            "patch_tokens) and DST/text_model.onnx (input_ids [batch, sequence] -> text_embeds, not normalised). "
+            "The model's image processor (and a dino.txt tokenizer) is saved to DST as well. Needs the onnx extra: "
+            "pip install 'dinov3-hf[onnx]'."
+        ),
+    )
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help=(
+            "a backbone, task-model or dino.txt checkpoint: a dinov3_hf or transformers folder, a Hub id, an official "
+            f".pth (with --arch), or {SHIPPED_MODEL} for the small ViT shipped with dinov3-hf"
+        ),
+    )
+    parser.add_argument("dst", type=Path, metavar="DST", help="output folder (created if missing)")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="export format (default onnx)")
+    parser.add_argument("--fp16", action="store_true", help="float16 weights and outputs (the input stays float32)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
+    parser.add_argument("--arch", help="preset of an official .pth checkpoint given as MODEL, e.g. vitl16")
+    parser.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """The `export` command: see `_add_export_parser`."""
+    from transformers import AutoConfig
+
+    from .export import DINOTXT_TOWERS, check_onnx_installed, export_onnx
+
+    if args.opset is not None and args.opset < 1:
+        raise CliError(f"--opset must be a positive ONNX opset version, got {args.opset}.")
+    try:
+        check_onnx_installed()
+    except ImportError as err:
+        raise CliError(str(err)) from err
+    _check_output_folder(args.dst, "DST")
+    shipped = args.model == SHIPPED_MODEL and not Path(args.model).exists()
+    model_type = None
+    if not shipped and not Path(args.model).is_file():
+        try:
+            model_type = AutoConfig.from_pretrained(args.model).model_type
+        except (OSError, ValueError) as err:
+            raise CliError(f"cannot load model {args.model!r}: {err}") from err
+    head_classes = _head_model_classes()
+    if model_type in head_classes:
+        model, processor = _load_head_model(args.model, head_classes[model_type])
+    else:
+        model, processor, _ = _load_model_and_processor(None if shipped else args.model, args.arch)
+    towers = DINOTXT_TOWERS if model.config.model_type == "dinov3_hf_dinotxt" else (None,)
+    args.dst.mkdir(parents=True, exist_ok=True)
+    for tower in towers:
+        path = args.dst / (f"{tower}_model.onnx" if tower else "model.onnx")
+        try:
+            export_onnx(model, path, opset=args.opset, fp16=args.fp16, tower=tower)
+        except (RuntimeError, ValueError) as err:
+            raise CliError(f"cannot export {args.model}: {err}") from err
+        print(f"Wrote {path}", file=sys.stderr)
+    if processor is not None:
+        processor.save_pretrained(args.dst)
+    return 0
+
+
+def _head_model_classes() -> dict[str, type[PreTrainedModel]]:
+    """Checkpoint model type -> class, for the task and dino.txt models (any other checkpoint is a backbone)."""
+    from .models.dinotxt import Dinov3HfDinoTxtModel
+    from .models.heads import (
+        Dinov3HfForDepthEstimation,
+        Dinov3HfForImageClassification,
+        Dinov3HfForSemanticSegmentation,
+    )
+
+    classes = (
+        Dinov3HfForImageClassification,
+        Dinov3HfForSemanticSegmentation,
+        Dinov3HfForDepthEstimation,
+        Dinov3HfDinoTxtModel,
+    )
+    return {cls.config_class.model_type: cls for cls in classes}
+
+
+def _load_head_model(name: str, model_class: type[PreTrainedModel]) -> tuple[PreTrainedModel, object | None]:
+    """A saved task or dino.txt model and its processor (None when a dino.txt folder has none)."""
+    from transformers import AutoProcessor
+
+    try:
+        model = model_class.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise CliError(f"cannot load model {name!r}: {err}") from err
+    if model.config.model_type != "dinov3_hf_dinotxt":
+        return model, _load_processor(name, model.config)
+    try:
+        return model, AutoProcessor.from_pretrained(name)
+    except (OSError, ValueError, TypeError):
+        print(f"{name} has no dino.txt processor and tokenizer; DST gets the ONNX files only", file=sys.stderr)
+        return model, None
+
+
 # -- entry point -------------------------------------------------------------------------------------------------------
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
@@ -771,6 +880,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_segment_parser,
     _add_segment_text_parser,
     _add_attention_parser,
+    _add_export_parser,
 )
 
 

@@ -107,7 +107,7 @@ class Dinov3HfForDepthEstimation(Dinov3HfHeadPreTrainedModel):
             logits, config.min_depth, config.max_depth, config.bins_strategy, config.norm_strategy,
             mixlog_scale=config.mixlog_scale,
         )
-        if depth.shape[-2:] != padded.shape[-2:]:
+        if torch.compiler.is_exporting() or depth.shape[-2:] != padded.shape[-2:]:  # exported: any grid parity
             depth = F.interpolate(depth, size=padded.shape[-2:], mode="bilinear", align_corners=False)
         depth = depth[:, 0, top : top + height, left : left + width]
         loss = self.loss_fn(depth, labels.to(depth.device, depth.dtype)) if labels is not None else None

@@ -164,7 +164,8 @@ class FeatureFusionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if skip is not None:
-            if skip.shape != x.shape:
+            # torch.export: resize always (a no-op at equal sizes) rather than fix the graph to one parity of the grid
+            if torch.compiler.is_exporting() or skip.shape != x.shape:
                 skip = F.interpolate(skip, size=x.shape[-2:], mode="bilinear", align_corners=False)
             x = x + self.res_conv_unit1(skip)
         x = self.res_conv_unit2(x)

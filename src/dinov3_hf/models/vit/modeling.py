@@ -187,21 +187,12 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
         ropes = None if self.rope_embed.augments else [self.rope_embed(h, w) for h, w in grids]
         collected: dict[int, list[torch.Tensor]] = {}
         attentions: list[list[torch.Tensor]] = []
-        blocks = self.blocks[: last + 1]
-        # the probabilities are the attention modules' second output, read by hooks as transformers' output capture does
-        hooks = [
-            block.attn.register_forward_hook(lambda module, args, output: attentions.append(output[1]))
-            for block in (blocks if kwargs.get("output_attentions") else ())
-        ]
-        try:
-            for i, block in enumerate(blocks):
-                block_ropes = ropes if ropes is not None else [self.rope_embed(h, w) for h, w in grids]
-                xs = block(xs, block_ropes, **kwargs)
-                if i in collect:
-                    collected[i] = xs
-        finally:
-            for hook in hooks:
-                hook.remove()
+        sink = attentions if kwargs.get("output_attentions") else None
+        for i, block in enumerate(self.blocks[: last + 1]):
+            block_ropes = ropes if ropes is not None else [self.rope_embed(h, w) for h, w in grids]
+            xs = block(xs, block_ropes, attentions=sink, **kwargs)
+            if i in collect:
+                collected[i] = xs
         return xs, collected, attentions
 
     def _output(

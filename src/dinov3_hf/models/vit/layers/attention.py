@@ -96,10 +96,11 @@ class SelfAttention(nn.Module):
         """The attention implementation of this call: the config's, or eager when probabilities are asked for."""
         implementation = "sdpa" if self.config is None else self.config._attn_implementation
         if output_attentions and implementation != "eager":
-            logger.warning_once(
-                f"The {implementation!r} attention does not return attention probabilities; output_attentions=True "
-                "runs eager attention instead. Load the model with attn_implementation='eager' to silence this."
-            )
+            if not torch.compiler.is_compiling():  # Dynamo cannot trace the warning's lru_cache
+                logger.warning_once(
+                    f"The {implementation!r} attention does not return attention probabilities; output_attentions=True "
+                    "runs eager attention instead. Load the model with attn_implementation='eager' to silence this."
+                )
             return "eager"
         return implementation
 

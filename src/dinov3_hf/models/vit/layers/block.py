@@ -26,7 +26,8 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
     max(int(B * (1 - p)), 1) samples of each crop, and is added back scaled by B / subset.
     `ropes` entries of None run attention without RoPE (the dino.txt vision head); `causal` masks attention to
     earlier tokens (the dino.txt text tower); `layerscale_init=None` drops LayerScale. `config` picks the attention
-    implementation (see `SelfAttention`); keyword arguments of `forward` go to the attention function.
+    implementation (see `SelfAttention`); keyword arguments of `forward` go to the attention function. A list passed
+    as `attentions` gets the call's attention probabilities appended (one entry: per crop [B, heads, T, T] or None).
     """
 
     def __init__(
@@ -62,8 +63,12 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
         self.ls2 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.drop_path_rate = drop_path_rate
 
-    def _attn_branch(self, xs: TokenList, ropes: list, **kwargs: Unpack[TransformersKwargs]) -> TokenList:
-        outs, _ = self.attn(apply_to_list(self.norm1, xs), ropes, **kwargs)
+    def _attn_branch(
+        self, xs: TokenList, ropes: list, attentions: list | None, **kwargs: Unpack[TransformersKwargs]
+    ) -> TokenList:
+        outs, probs = self.attn(apply_to_list(self.norm1, xs), ropes, **kwargs)
+        if attentions is not None:
+            attentions.append(probs)
         return apply_to_list(self.ls1, outs)
 
     def _ffn_branch(self, xs: TokenList) -> TokenList:
@@ -80,6 +85,12 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
             for x, idx, y, k in zip(xs, subsets, ys, keep)
         ]
 
-    def forward(self, xs: TokenList, ropes: list, **kwargs: Unpack[TransformersKwargs]) -> TokenList:
-        xs = self._residual(xs, lambda t: self._attn_branch(t, ropes, **kwargs))
+    def forward(
+        self,
+        xs: TokenList,
+        ropes: list,
+        attentions: list | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> TokenList:
+        xs = self._residual(xs, lambda t: self._attn_branch(t, ropes, attentions, **kwargs))
         return self._residual(xs, self._ffn_branch)

@@ -36,8 +36,8 @@ def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.T
 
     x' = x * cos + rotate_half(x) * sin with rotate_half([x1, x2]) = [-x2, x1], computed in the dtype of sin/cos.
     rotate_half(x) * sin is formed as [x2, x1] * [-sin1, sin2], the same numbers (a sign flip is exact) with one pass
-    over x less, and the result is written into the output directly where autograd allows it (same numbers); the
-    in-place steps write only into tensors made here.
+    over x less, and the result is written into the output directly where autograd and torch.compile allow it (same
+    numbers); the in-place steps write only into tensors made here.
     """
     prefix = x.shape[-2] - sin.shape[-2]
     half = x.shape[-1] // 2
@@ -46,11 +46,24 @@ def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.T
     rotated = torch.cat((x_patch[..., half:], x_patch[..., :half]), dim=-1).mul_(signed_sin)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     out[..., :prefix, :] = x[..., :prefix, :]
-    if x_patch.dtype == x.dtype and not (torch.is_grad_enabled() and x.requires_grad):  # out= has no autograd
+    # out= has no autograd, and Dynamo does not trace out= into a non-contiguous view
+    if x_patch.dtype == x.dtype and not (torch.is_grad_enabled() and x.requires_grad or torch.compiler.is_compiling()):
         torch.mul(x_patch, cos, out=out[..., prefix:, :]).add_(rotated)
     else:
         out[..., prefix:, :] = (x_patch * cos).add_(rotated)
     return out
+
+
+def patch_centres(n: int, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
+    """[0.5, 1.5, .., n - 0.5], the values of torch.arange(0.5, n).
+
+    In float32 / float64 every value is exact either way, and arange(n) + 0.5 has the size n, which torch.export keeps
+    symbolic (arange(0.5, n) has the size ceil(n - 0.5), which it cannot follow); reduced-precision arange rounds its
+    values its own way, so those dtypes keep arange(0.5, n).
+    """
+    if dtype in (torch.float32, torch.float64):
+        return torch.arange(n, device=device, dtype=dtype) + 0.5
+    return torch.arange(0.5, n, device=device, dtype=dtype)
 
 
 class RopePositionEmbedding(nn.Module):
@@ -96,11 +109,11 @@ class RopePositionEmbedding(nn.Module):
         if self.normalize_coords == "separate":
             norm_h, norm_w = height, width
         elif self.normalize_coords == "max":
-            norm_h = norm_w = max(height, width)
+            norm_h = norm_w = torch.sym_max(height, width)  # sym_max / sym_min: no shape guard under torch.export
         else:
-            norm_h = norm_w = min(height, width)
-        c_h = (torch.arange(0.5, height, device=device, dtype=dtype)) / norm_h
-        c_w = (torch.arange(0.5, width, device=device, dtype=dtype)) / norm_w
+            norm_h = norm_w = torch.sym_min(height, width)
+        c_h = patch_centres(height, dtype, device) / norm_h
+        c_w = patch_centres(width, dtype, device) / norm_w
         grid = torch.stack(torch.meshgrid(c_h, c_w, indexing="ij"), dim=-1).flatten(0, 1)
         return 2.0 * grid - 1.0
 
