@@ -3,7 +3,9 @@
     python model_cards/generate.py            # (re)write model_cards/<preset>.md
     python model_cards/generate.py --check    # exit 1 if a card is out of date
 
-Parameter counts are computed from the presets on the meta device, so cards cannot drift from the code.
+Parameter counts are computed from the presets on the meta device, so cards cannot drift from the code. Each card
+starts with its Hub metadata (DINOv3 License, `library_name: dinov3-hf`, `pipeline_tag`, tags, `base_model`: Meta's
+transformers-format repo where there is one), written with huggingface_hub's `ModelCardData`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 
 from dinov3_hf.convert import FAMILIES
+from dinov3_hf.models.hub import card_data, render_card
 
 HERE = Path(__file__).parent
 
@@ -67,9 +70,11 @@ def card(preset: str, family) -> str:
         [f'model = {family.model_class.__name__}.from_pretrained("{hub_id}")  # transformers layout, converted on load']
         if hub_id else ["# no transformers-format release on the Hub for this variant"]
     )
+    data = card_data(
+        pipeline_tag="image-feature-extraction", base_model=hub_id,
+        tags=["vision-transformer" if config.model_type == "dinov3_hf_vit" else "convnext"],
+    )
     lines = [
-        f"# DINOv3 {preset}",
-        "",
         f"{note}",
         "",
         "## Architecture",
@@ -108,9 +113,8 @@ def card(preset: str, family) -> str:
         f"dinov3-hf convert {preset}-hf/ {preset}-transformers/ --to hf          # -> transformers' format",
         f"dinov3-hf convert {preset}-hf/ {preset}.pth --to official               # -> official format",
         "```",
-        "",
     ]
-    return "\n".join(lines)
+    return str(render_card(data, f"DINOv3 {preset}", lines))
 
 
 def main() -> int:

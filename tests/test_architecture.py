@@ -22,7 +22,7 @@ TOP_LEVEL = "dinov3_hf"
 # between the models and foreign layouts, `export` beside it turns the models into deployment formats; `models` and
 # `processing` stand side by side on `common`.
 _TOP = ("cli", "registration")
-_ABOVE_CONVERT = (*_TOP, "ssl", "pipelines", "pretrained_models", "data", "metrics", "viz")
+_ABOVE_CONVERT = (*_TOP, "ssl", "pipelines", "pretrained_models", "data", "metrics", "viz", "dense")
 FORBIDDEN = {
     "common": (*_ABOVE_CONVERT, "convert", "export", "models", "processing"),
     "models": (*_ABOVE_CONVERT, "convert", "export", "processing"),
@@ -33,6 +33,7 @@ FORBIDDEN = {
     "ssl": (*_TOP, "pipelines"),
     "data": (*_TOP, "ssl"),
     "metrics": (*_TOP, "ssl"),
+    "dense": (*_TOP, "ssl", "pipelines", "convert", "export", "data", "metrics"),
 }
 
 

@@ -56,6 +56,44 @@ def _add_backbone_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--arch", help="preset of an official .pth checkpoint given as --model, e.g. vitl16")
 
 
+def _add_tile_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--tile` / `--tile-overlap`: run the model on overlapping windows (`dinov3_hf.dense.tiling`)."""
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="SIZE",
+        help=(
+            "run the model on SIZE x SIZE pixel windows of the resized image and average the overlaps (memory bounded "
+            "by the window, for inputs whose full-image attention does not fit); a multiple of the model's stride. "
+            "With --tile the image processor's token limit (max_tokens) is lifted, unless `features` gets --max-tokens"
+        ),
+    )
+    parser.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="overlap of neighbouring windows, a multiple of the stride below --tile; default a quarter of --tile",
+    )
+
+
+def _tile_settings(args: argparse.Namespace, stride: int) -> tuple[int, int] | None:
+    """(tile, overlap) from `--tile` / `--tile-overlap` checked against the model's `stride`; None without --tile."""
+    from .dense.tiling import check_tiling, default_overlap
+
+    if args.tile is None:
+        if args.tile_overlap is not None:
+            raise CliError("--tile-overlap needs --tile SIZE.")
+        return None
+    overlap = default_overlap(args.tile, stride) if args.tile_overlap is None else args.tile_overlap
+    try:
+        check_tiling(args.tile, overlap, stride)
+    except ValueError as err:
+        raise CliError(f"--tile {args.tile} --tile-overlap {overlap}: {err}") from err
+    return args.tile, overlap
+
+
 # -- features ----------------------------------------------------------------------------------------------------------
 
 
@@ -90,6 +128,24 @@ def _add_features_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda; default cpu")
+    _add_tile_arguments(parser)
+    parser.add_argument(
+        "--upsample",
+        choices=("bilinear", "bilateral"),
+        default=None,
+        help=(
+            "also write OUT/<stem>_pca_upsampled.png: the PCA picture with the features upsampled to every pixel of "
+            "the image, bilinearly or guided by the image (joint bilateral upsampling, dinov3_hf.dense.upsample)"
+        ),
+    )
+    parser.add_argument(
+        "--foreground",
+        action="store_true",
+        help=(
+            "also write OUT/<stem>_foreground.png: the PCA picture of the foreground patches only (foreground = first "
+            "PCA component above its mean, signed so that the image border is background), background black"
+        ),
+    )
     parser.set_defaults(func=run_features)
 
 
@@ -99,6 +155,7 @@ def run_features(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
+    from .dense.tiling import tiled_patch_features
     from .pretrained_models import DEFAULT_MODEL
     from .viz import pca_image
 
@@ -108,26 +165,22 @@ def run_features(args: argparse.Namespace) -> int:
         raise CliError(f"--max-tokens must be a positive number of tokens, got {args.max_tokens}.")
     paths = _check_image_paths(args.images)
     _check_output_folder(args.out)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as err:
-        raise CliError(f"invalid --device {args.device!r}: {err}") from err
-
-    model, processor, weights = _load_model_and_processor(args.model, args.arch)
-    try:
-        model.to(device).eval()
-    except (RuntimeError, AssertionError) as err:  # torch raises AssertionError when built without CUDA
-        raise CliError(f"cannot use --device {args.device!r}: {err}") from err
+    model, processor, weights = _load_backbone_on_device(args)
+    device = model.device
     model_name = args.model or f"{DEFAULT_MODEL} (shipped default)"
     size = args.size or DEFAULT_GRID * model.config.output_stride
-    max_tokens = processor.max_tokens if args.max_tokens is None else args.max_tokens
+    tiling = _tile_settings(args, model.config.output_stride)
+    max_tokens = processor.max_tokens if args.max_tokens is None and tiling is None else args.max_tokens
     args.out.mkdir(parents=True, exist_ok=True)
 
     for path in tqdm(paths, desc="features", unit="image"):
         image = _read_image(path)
         pixel_values = _pixel_values(processor, image, path, size, max_tokens).to(device=device, dtype=model.dtype)
         with torch.inference_mode():
-            output = model(pixel_values=pixel_values)
+            if tiling is None:
+                output = model(pixel_values=pixel_values)
+            else:
+                output = tiled_patch_features(model, pixel_values, *tiling, progress=True)
         tensors, grid = _features_of(output, pixel_values.shape[-2:], model.config.output_stride)
         metadata = {
             "source": str(path),
@@ -139,12 +192,32 @@ def run_features(args: argparse.Namespace) -> int:
             "input_width": str(pixel_values.shape[-1]),
             "image_height": str(image.height),
             "image_width": str(image.width),
+            "tiling": "none" if tiling is None else f"{tiling[0]} px windows, {tiling[1]} px overlap",
         }
         save_file(tensors, str(args.out / f"{path.stem}.safetensors"), metadata=metadata)
         pca_image(tensors["patch_tokens"], grid, size=image.size).save(args.out / f"{path.stem}_pca.png")
+        _write_dense_pictures(args, tensors["patch_tokens"], image, path.stem)
 
     print(f"Wrote features of {len(paths)} image(s) to {args.out}", file=sys.stderr)
     return 0
+
+
+def _write_dense_pictures(args: argparse.Namespace, patch_tokens: torch.Tensor, image: Image.Image, stem: str) -> None:
+    """`features --upsample` / `--foreground`: OUT/<stem>_pca_upsampled.png and OUT/<stem>_foreground.png, both at the
+    image's size."""
+    from PIL import Image
+
+    from .dense import foreground_pca, upsampled_pca_rgb
+
+    if args.upsample is not None:
+        rgb = upsampled_pca_rgb(patch_tokens, image.convert("RGB"), method=args.upsample)
+        Image.fromarray(rgb).save(args.out / f"{stem}_pca_upsampled.png")
+    if args.foreground:
+        try:
+            picture = foreground_pca(patch_tokens)
+        except ValueError as err:
+            raise CliError(f"--foreground on {stem}: {err} Pass a larger --size.") from err
+        Image.fromarray(picture).resize(image.size, Image.Resampling.NEAREST).save(args.out / f"{stem}_foreground.png")
 
 
 def _pixel_values(processor, image, path: Path, size: int, max_tokens: int | None):
@@ -198,6 +271,22 @@ def _read_image(path: Path) -> Image.Image:
             return ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise CliError(f"cannot read image {path}: {err}") from err
+
+
+def _load_backbone_on_device(args: argparse.Namespace) -> tuple[PreTrainedModel, Dinov3HfImageProcessor, str]:
+    """`_load_model_and_processor(args.model, args.arch)` with the model in eval mode on `args.device`."""
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        raise CliError(f"invalid --device {args.device!r}: {err}") from err
+    model, processor, weights = _load_model_and_processor(args.model, args.arch)
+    try:
+        model.to(device).eval()
+    except (RuntimeError, AssertionError) as err:  # torch raises AssertionError when built without CUDA
+        raise CliError(f"cannot use --device {args.device!r}: {err}") from err
+    return model, processor, weights
 
 
 def _load_model_and_processor(
@@ -315,6 +404,14 @@ def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         help="linear probes: the backbone layers whose features the probe was trained on (default the last)",
     )
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="then upload DST (with its model card) to this Hub model repo as one commit (--to dinov3_hf only; log "
+        "in first with `hf auth login` or set HF_TOKEN; HF_ENDPOINT selects another Hub)",
+    )
+    parser.add_argument("--private", action="store_true", help="--push-to-hub: create the repo private")
+    parser.add_argument("--revision", help="--push-to-hub: the branch to push to (created from main if missing)")
     parser.set_defaults(func=run_convert)
 
 
@@ -329,15 +426,51 @@ def run_convert(args: argparse.Namespace) -> int:
         _check_output_folder(args.dst.parent, "the folder of DST")
     else:
         _check_output_folder(args.dst, "DST")
+    if args.push_to_hub is None and (args.private or args.revision):
+        raise CliError("--private and --revision apply to --push-to-hub REPO_ID; pass it too, or drop them.")
+    if args.push_to_hub is not None and args.to != "dinov3_hf":
+        raise CliError(f"--push-to-hub uploads dinov3_hf folders; drop --to {args.to} (or push that folder yourself).")
     if args.head:
-        return _convert_head(args)
+        return _push_converted(args, _convert_head(args))
     if args.arch in DINOTXT_PRESETS or args.backbone:
-        return _convert_dinotxt(args)
+        return _push_converted(args, _convert_dinotxt(args))
     try:
         out = convert_checkpoint(args.src, args.dst, arch=args.arch, to=args.to)
     except CheckpointError as err:
         raise CliError(str(err)) from err
     print(f"Wrote {args.to} checkpoint to {out}", file=sys.stderr)
+    return _push_converted(args, 0)
+
+
+def _push_converted(args: argparse.Namespace, status: int) -> int:
+    """`convert --push-to-hub`: write DST's model card for the repo, then upload DST as one commit."""
+    if status != 0 or args.push_to_hub is None:
+        return status
+    import json
+
+    import torch
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .models.hub import is_hub_repo_id, push_folder
+    from .registration import BACKBONES, TASK_MODELS
+
+    classes = {cls.__name__: cls for _, model, backbone in BACKBONES for cls in (model, backbone)}
+    classes.update({model.__name__: model for _, _, model in TASK_MODELS})
+    model_class = classes[json.loads((args.dst / "config.json").read_text())["architectures"][0]]
+    with torch.device("meta"):  # the card counts the parameters; no weights are read
+        model = model_class(model_class.config_class.from_pretrained(args.dst))
+    base_model = [name for name in (args.src, args.backbone) if is_hub_repo_id(name)]
+    model.model_card(args.push_to_hub, base_model=base_model or None).save(args.dst / "README.md")
+    try:
+        commit = push_folder(args.dst, args.push_to_hub, private=args.private or None, revision=args.revision,
+                             commit_message=f"Convert {Path(args.src).name} with dinov3-hf")
+    except HfHubHTTPError as err:
+        raise CliError(
+            f"Could not push {args.dst} to {args.push_to_hub}: {err}\nLog in with `hf auth login` (or set HF_TOKEN) "
+            "with a token that may write to that namespace."
+        ) from err
+    print(f"Pushed {args.dst} to {commit.repo_url.url} at revision {commit.oid} "
+          f"(branch {args.revision or 'main'})", file=sys.stderr)
     return 0
 
 
@@ -444,6 +577,7 @@ def _add_dense_arguments(parser: argparse.ArgumentParser, task: str, trainer: st
     )
     parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda; default cpu")
+    _add_tile_arguments(parser)
 
 
 def _add_depth_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -532,20 +666,26 @@ class _DensePredictor:
             raise CliError(f"cannot use --device {args.device!r}: {err}") from err
         stride = getattr(self.model.config, "output_stride", None) or self.processor.size_divisor
         self.size = args.size or DEFAULT_GRID * stride
+        self.tiling = _tile_settings(args, stride)
         args.out.mkdir(parents=True, exist_ok=True)
 
     def predict(self, path: Path, image: Image.Image):
         import torch
 
+        from .dense.tiling import tiled_predict
+
+        limit = {} if self.tiling is None else {"max_tokens": None}  # with --tile the windows bound the memory
         try:
             inputs = self.processor(
-                image, size={"shortest_edge": self.size}, do_center_crop=False, return_tensors="pt"
+                image, size={"shortest_edge": self.size}, do_center_crop=False, return_tensors="pt", **limit
             )
         except ValueError as err:
             raise CliError(f"cannot preprocess {path}: {err}") from err
         pixel_values = inputs["pixel_values"].to(device=self.device, dtype=self.model.dtype)
         with torch.inference_mode():
-            return self.model(pixel_values=pixel_values)
+            if self.tiling is None:
+                return self.model(pixel_values=pixel_values)
+            return tiled_predict(self.model, pixel_values, *self.tiling, progress=True)
 
 
 def run_depth(args: argparse.Namespace) -> int:
@@ -765,6 +905,286 @@ def run_attention(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- match -------------------------------------------------------------------------------------------------------------
+
+MATCH_FORMATS = ("json", "safetensors")
+MATCH_REFINEMENTS = ("argmax", "soft-argmax")  # `dinov3_hf.dense.correspondence.REFINEMENTS`, spelt out as above
+
+
+def _add_match_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "match",
+        help="dense correspondences between two images from patch features: a picture of the matches and the matches",
+        description=(
+            "Match the patch features of two images A and B (mutual nearest neighbours by cosine similarity, with an "
+            "optional Lowe ratio test and sub-patch refinement) and write OUT/<A>_<B>_matches.png, A and B side by "
+            "side with one line per match coloured by its score (turbo: blue = lowest, red = highest of the drawn "
+            "matches), and OUT/<A>_<B>_matches.json (or .safetensors): keypoints0, keypoints1 as (x, y) pixels of "
+            "each original image (pixel centres at integers) and matching_scores (cosine similarity), best first."
+        ),
+    )
+    _add_backbone_arguments(parser, "checkpoint in any format")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help=f"resize the shorter side of each image to SIZE pixels; default {DEFAULT_GRID} x the model's stride",
+    )
+    parser.add_argument(
+        "--ratio", type=float, default=None, help="Lowe's ratio test: keep a match if best / second-best distance < R"
+    )
+    parser.add_argument("--max-matches", type=int, default=None, help="keep the N best-scoring matches (default all)")
+    parser.add_argument(
+        "--refine",
+        choices=MATCH_REFINEMENTS,
+        default=None,
+        help="move each match in B to sub-patch precision on features upsampled 4x (default: patch centres)",
+    )
+    parser.add_argument("--format", choices=MATCH_FORMATS, default="json", help="file format of the matches")
+    parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda; default cpu")
+    parser.set_defaults(func=run_match)
+
+
+def run_match(args: argparse.Namespace) -> int:
+    """The `match` command: see `_add_match_parser`."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from .dense import draw_matches, match_images, top_matches
+    from .pretrained_models import DEFAULT_MODEL
+
+    if len(args.images) != 2:
+        raise CliError(f"`match` takes exactly two images, A and B; got {len(args.images)}.")
+    if args.size is not None and args.size < 1:
+        raise CliError(f"--size must be a positive number of pixels, got {args.size}.")
+    if args.ratio is not None and not 0.0 < args.ratio <= 1.0:
+        raise CliError(f"--ratio must be in (0, 1], e.g. 0.9; got {args.ratio}.")
+    if args.max_matches is not None and args.max_matches < 1:
+        raise CliError(f"--max-matches must be a positive number of matches, got {args.max_matches}.")
+    path_a, path_b = (_check_image_paths([path])[0] for path in args.images)  # A and B may share a name
+    _check_output_folder(args.out)
+    model, processor, weights = _load_backbone_on_device(args)
+    size = args.size or DEFAULT_GRID * model.config.output_stride
+    image_a, image_b = _read_image(path_a), _read_image(path_b)
+    try:
+        matches = match_images(model, processor, image_a, image_b, size=size, ratio=args.ratio, refine=args.refine)
+    except ValueError as err:
+        raise CliError(f"cannot match {path_a} and {path_b}: {err}") from err
+    matches = top_matches(matches, args.max_matches)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{path_a.stem}_{path_b.stem}_matches"
+    draw_matches(image_a, image_b, matches).save(args.out / f"{stem}.png")
+    metadata = {
+        "image_a": str(path_a),
+        "image_b": str(path_b),
+        "model": args.model or f"{DEFAULT_MODEL} (shipped default)",
+        "weights": weights,
+        "size": size,
+        "ratio": args.ratio,
+        "refine": args.refine,
+    }
+    if args.format == "json":
+        content = {**metadata, **{name: value.tolist() for name, value in matches.items()}}
+        (args.out / f"{stem}.json").write_text(json.dumps(content))
+    else:
+        tensors = {name: value.contiguous() for name, value in matches.items()}
+        save_file(tensors, str(args.out / f"{stem}.safetensors"), {key: str(v) for key, v in metadata.items()})
+    scores = matches["matching_scores"]
+    summary = f", scores {scores.min().item():.3f} .. {scores.max().item():.3f}" if len(scores) else ""
+    print(f"{len(scores)} matches{summary}; wrote {stem}.png and {stem}.{args.format} to {args.out}", file=sys.stderr)
+    return 0
+
+
+# -- propagate ---------------------------------------------------------------------------------------------------------
+
+# `dinov3_hf.dense.propagation` defaults (Meta's notebooks/segmentation_tracking.ipynb), spelt out as above
+PROPAGATION_DEFAULTS = {"context": 7, "topk": 5, "radius": 12.0, "temperature": 0.2, "short_side_tokens": 60}
+PROPAGATION_NEIGHBOURHOODS = ("circle", "square")
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _add_propagate_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "propagate",
+        help="video object segmentation: propagate the first frame's mask through a video by patch-feature similarity",
+        description=(
+            "Propagate --mask (frame 0's label map) through the frames of SOURCE by the label propagation with which "
+            "DINOv3 is evaluated on DAVIS-2017: each frame's patches take a softmax-weighted vote of the top-k most "
+            "similar patches, within --radius patches, of frame 0 and the last --context frames. Write "
+            "OUT/masks/<frame>.png for every frame (label ids as a palette PNG: the mask's own palette, else black "
+            "background and distinct colours) and OUT/overlay.gif (the frames with the objects coloured)."
+        ),
+    )
+    parser.add_argument(
+        "source", type=Path, metavar="FRAMES_OR_VIDEO",
+        help=f"a folder of frames ({', '.join(FRAME_SUFFIXES)}; in natural name order) or a video file (needs PyAV: "
+        "pip install 'dinov3-hf[video]')",
+    )
+    parser.add_argument(
+        "--mask", required=True, type=Path,
+        help="frame 0's label map at the frames' size: a palette or grayscale PNG of ids (0 = background), as DAVIS",
+    )
+    parser.add_argument(
+        "--model", "-m",
+        help="backbone: a dinov3_hf or transformers folder, a Hub id, or an official .pth (with --arch). Default: the "
+        "small ViT shipped with dinov3-hf (model_cards/dinov3_hf_fmnist_vit.md)",
+    )
+    parser.add_argument("--arch", help="preset of an official .pth checkpoint given as --model, e.g. vitl16")
+    parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
+    defaults = PROPAGATION_DEFAULTS
+    parser.add_argument(
+        "--size", type=int, default=None,
+        help=f"shorter frame side before the model, in pixels; default {defaults['short_side_tokens']} x the model's "
+        "stride (960 for a ViT/16, as Meta's notebook)",
+    )
+    parser.add_argument(
+        "--context", type=int, default=defaults["context"],
+        help=f"previous frames attended to besides frame 0 (default {defaults['context']})",
+    )
+    parser.add_argument(
+        "--topk", type=int, default=defaults["topk"], help=f"source patches kept per patch (default {defaults['topk']})"
+    )
+    parser.add_argument(
+        "--radius", type=float, default=defaults["radius"],
+        help=f"neighbourhood radius in patches (default {defaults['radius']:g})",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=defaults["temperature"],
+        help=f"softmax temperature on cosine similarities (default {defaults['temperature']:g})",
+    )
+    parser.add_argument(
+        "--neighbourhood", choices=PROPAGATION_NEIGHBOURHOODS, default="circle",
+        help="circle (Euclidean, Meta's notebook; default) or square (Chebyshev, DINO)",
+    )
+    parser.add_argument("--max-frames", type=int, default=None, help="use only the first N frames (default all)")
+    parser.add_argument("--fps", type=float, default=None, help="frame rate of the GIF (default the video's, else 10)")
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="opacity of the object colours in the overlay, 0..1 (default 0.5)"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda; default cpu")
+    parser.set_defaults(func=run_propagate)
+
+
+def _natural_key(path: Path) -> list:
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _read_frames(source: Path, max_frames: int | None) -> tuple[list[Image.Image], list[str], float | None]:
+    """(RGB frames, output names, frame rate or None) of a folder of images or a video file."""
+    from itertools import islice
+
+    from .viz import rgb_image
+
+    if source.is_dir():
+        paths = sorted((p for p in source.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+        if not paths:
+            raise CliError(f"the folder {source} holds no frames ({', '.join(FRAME_SUFFIXES)} files).")
+        paths = paths[:max_frames]
+        return [rgb_image(_read_image(p)) for p in paths], [p.stem for p in paths], None
+    if not source.is_file():
+        raise CliError(f"FRAMES_OR_VIDEO {source} does not exist; pass a folder of frames or a video file.")
+    try:
+        import av
+    except ImportError as err:
+        raise CliError(f"reading the video {source} needs PyAV: pip install 'dinov3-hf[video]' (or av).") from err
+    try:
+        with av.open(str(source)) as container:
+            if not container.streams.video:
+                raise CliError(f"{source} has no video stream.")
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate) if stream.average_rate else None
+            frames = [frame.to_image() for frame in islice(container.decode(stream), max_frames)]
+    except av.FFmpegError as err:
+        raise CliError(f"cannot read the video {source}: {err}") from err
+    if not frames:
+        raise CliError(f"the video {source} has no frames.")
+    return frames, [f"{i:05d}" for i in range(len(frames))], rate
+
+
+def _read_label_mask(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(label ids [H, W], the PNG's palette [256, 3] or None) of a palette or grayscale mask."""
+    import numpy as np
+
+    image = _read_image(path)
+    if image.mode not in ("P", "L", "1", "I", "I;16"):
+        raise CliError(
+            f"--mask {path} is a {image.mode} image; give the label ids as a palette (P) or grayscale (L) PNG, as "
+            "DAVIS annotations are."
+        )
+    palette = None
+    if image.mode == "P":
+        colours = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+        palette = np.zeros((256, 3), dtype=np.uint8)
+        palette[: len(colours)] = colours[:256]
+    return np.asarray(image).astype(np.int64), palette
+
+
+def run_propagate(args: argparse.Namespace) -> int:
+    """The `propagate` command: see `_add_propagate_parser`."""
+    import numpy as np
+    from PIL import Image
+
+    from .dense.propagation import propagate_video
+    from .viz import label_palette, segmentation_overlay
+
+    if args.context < 0 or args.topk < 1 or args.radius < 0 or not args.temperature > 0:
+        raise CliError(
+            "need --context >= 0, --topk >= 1, --radius >= 0 and --temperature > 0; got "
+            f"{args.context}, {args.topk}, {args.radius}, {args.temperature}."
+        )
+    for option, value in (("--size", args.size), ("--max-frames", args.max_frames)):
+        if value is not None and value < 1:
+            raise CliError(f"{option} must be positive, got {value}.")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise CliError(f"--alpha must be in [0, 1], got {args.alpha}.")
+    if args.fps is not None and not args.fps > 0:
+        raise CliError(f"--fps must be positive, got {args.fps}.")
+    if not args.mask.is_file():
+        raise CliError(f"--mask {args.mask} not found.")
+    _check_output_folder(args.out)
+    frames, names, rate = _read_frames(args.source, args.max_frames)
+    mask, palette = _read_label_mask(args.mask)
+    if mask.shape != (frames[0].height, frames[0].width):
+        raise CliError(
+            f"--mask {args.mask} is {mask.shape[1]} x {mask.shape[0]} but the frames are {frames[0].width} x "
+            f"{frames[0].height}; give frame 0's mask at the frames' size."
+        )
+    model, processor, _ = _load_backbone_on_device(args)
+    try:
+        result = propagate_video(
+            model, processor, frames, mask, size=args.size, context=args.context, topk=args.topk,
+            radius=args.radius, temperature=args.temperature, neighbourhood=args.neighbourhood,
+        )
+    except ValueError as err:
+        raise CliError(f"cannot propagate through {args.source}: {err}") from err
+
+    if palette is None:
+        palette = label_palette(256)
+        palette[0] = 0  # the background black, as DAVIS's palette
+    if int(result.labels.max()) > 255:
+        raise CliError(f"--mask {args.mask} holds ids above 255, which a palette PNG cannot store.")
+    (args.out / "masks").mkdir(parents=True, exist_ok=True)
+    overlays = []
+    for frame, name, labels in zip(frames, names, result.masks.numpy(), strict=True):
+        png = Image.fromarray(labels.astype(np.uint8))
+        png.putpalette(palette.reshape(-1).tolist())
+        png.save(args.out / "masks" / f"{name}.png")
+        overlays.append(segmentation_overlay(frame, labels, alpha=args.alpha, palette=palette, ignore_index=0))
+    duration = round(1000 / (args.fps or rate or 10.0))
+    overlays[0].save(args.out / "overlay.gif", save_all=True, append_images=overlays[1:], duration=duration, loop=0)
+    areas = ", ".join(
+        f"object {int(i)} {float((result.masks[-1] == i).float().mean()):.1%}" for i in result.labels if i != 0
+    )
+    print(f"Wrote {len(frames)} masks and overlay.gif to {args.out} (last frame: {areas or 'no object'})",
+          file=sys.stderr)
+    return 0
+
+
 # -- export ------------------------------------------------------------------------------------------------------------
 
 
@@ -880,6 +1300,8 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_segment_parser,
     _add_segment_text_parser,
     _add_attention_parser,
+    _add_match_parser,
+    _add_propagate_parser,
     _add_export_parser,
 )
 

@@ -33,7 +33,12 @@ from .models.heads import (
 from .models.dinotxt import Dinov3HfDinoTxtConfig, Dinov3HfDinoTxtModel, Dinov3HfDinoTxtTokenizer
 from .models.pretrained import _model_type_of
 from .models.vit import Dinov3HfViTBackbone, Dinov3HfViTConfig, Dinov3HfViTModel
-from .pipelines import OPEN_VOCAB_SEGMENTATION_TASK, OpenVocabularySegmentationPipeline
+from .pipelines import (
+    IMAGE_FEATURE_EXTRACTION_TASK,
+    OPEN_VOCAB_SEGMENTATION_TASK,
+    Dinov3HfImageFeatureExtractionPipeline,
+    OpenVocabularySegmentationPipeline,
+)
 from .processing import Dinov3HfDinoTxtProcessor, Dinov3HfImageProcessor
 
 BACKBONES = (
@@ -67,8 +72,8 @@ def _backbone_from_pretrained(cls, pretrained_model_name_or_path, *model_args, *
 
 def register_auto_classes() -> None:
     """Register configs, models, backbones, task models, the image processor, dino.txt's tokenizer and processor,
-    the open-vocabulary segmentation pipeline task, and the loaders of transformers' checkpoint layouts; safe to call
-    more than once."""
+    the open-vocabulary segmentation pipeline task, the image-feature-extraction pipeline with mixed-size batches,
+    and the loaders of transformers' checkpoint layouts; safe to call more than once."""
     register_layout_loaders()
     AutoBackbone.from_pretrained = classmethod(_backbone_from_pretrained)
     for config_class, model_class, backbone_class in BACKBONES:
@@ -99,3 +104,10 @@ def register_auto_classes() -> None:
             pt_model=AutoModelForZeroShotImageClassification,
             type="multimodal",
         )
+    # The image-feature-extraction task keeps its Auto classes and default model; its pipeline class becomes our
+    # subclass, which runs every other model as transformers' does. `register_pipeline` would also warn on each
+    # import and make `pipe.save_pretrained` save our class as custom code; the task entry is set directly instead.
+    PIPELINE_REGISTRY.supported_tasks[IMAGE_FEATURE_EXTRACTION_TASK] = {
+        **PIPELINE_REGISTRY.supported_tasks[IMAGE_FEATURE_EXTRACTION_TASK],
+        "impl": Dinov3HfImageFeatureExtractionPipeline,
+    }

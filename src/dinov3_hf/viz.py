@@ -43,29 +43,49 @@ def pca_rgb(
     Each component is scaled from its [clip_percentile, 100 - clip_percentile] percentile range to 0..255 (values
     outside are clipped); `clip_percentile=0` is plain min-max scaling. A constant component maps to 0.
     """
+    return scale_components(pca_projections(features, grid_size), clip_percentile)
+
+
+def pca_projections(
+    features: torch.Tensor | np.ndarray, grid_size: tuple[int, int] | None = None, n_components: int = 3
+) -> np.ndarray:
+    """float64 [h, w, n_components]: the centred features' projections (f − mean) · v_k on their top principal
+    directions v_k (`pca_components`). features: as `pca_rgb`."""
+    x = feature_grid(features, grid_size)
+    flat = x.reshape(-1, x.shape[-1])
+    projected = (flat - flat.mean(axis=0)) @ pca_components(flat, n_components).T
+    return projected.reshape(*x.shape[:2], n_components)
+
+
+def feature_grid(features: torch.Tensor | np.ndarray, grid_size: tuple[int, int] | None = None) -> np.ndarray:
+    """float64 [h, w, D] array of patch features given as [h, w, D], or as [N, D] in row-major grid order with
+    `grid_size=(h, w)`."""
     x = features.detach().float().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
     if x.ndim == 3:
         if grid_size is not None and tuple(grid_size) != x.shape[:2]:
             raise ValueError(f"features of shape {x.shape} do not match grid_size={tuple(grid_size)}.")
-        h, w = x.shape[:2]
-    elif x.ndim == 2:
+        return x.astype(np.float64)
+    if x.ndim == 2:
         if grid_size is None:
             raise ValueError("features [N, D] need grid_size=(h, w); or pass them as [h, w, D].")
         h, w = grid_size
         if h * w != x.shape[0]:
             raise ValueError(f"grid_size={tuple(grid_size)} has {h * w} cells but features have N={x.shape[0]} rows.")
-    else:
-        raise ValueError(f"features must be [N, D] or [h, w, D], got shape {x.shape}.")
+        return x.reshape(h, w, -1).astype(np.float64)
+    raise ValueError(f"features must be [N, D] or [h, w, D], got shape {x.shape}.")
+
+
+def scale_components(projected: np.ndarray, clip_percentile: float = 1.0) -> np.ndarray:
+    """uint8 [..., C] of float components [..., C]: each channel scaled from its [clip_percentile, 100 -
+    clip_percentile] percentile range to 0..255, values outside clipped; a constant channel maps to 0."""
     if not 0 <= clip_percentile < 50:
         raise ValueError(f"clip_percentile must be in [0, 50), got {clip_percentile}.")
-
-    flat = x.reshape(h * w, -1).astype(np.float64)
-    projected = (flat - flat.mean(axis=0)) @ pca_components(flat).T
-    low, high = np.percentile(projected, [clip_percentile, 100 - clip_percentile], axis=0)
+    flat = np.asarray(projected, dtype=np.float64).reshape(-1, projected.shape[-1])
+    low, high = np.percentile(flat, [clip_percentile, 100 - clip_percentile], axis=0)
     span = np.where(high > low, high - low, 1.0)
-    scaled = np.clip((projected - low) / span, 0.0, 1.0)
+    scaled = np.clip((flat - low) / span, 0.0, 1.0)
     scaled[:, high <= low] = 0.0
-    return np.round(scaled * 255).astype(np.uint8).reshape(h, w, 3)
+    return np.round(scaled * 255).astype(np.uint8).reshape(projected.shape)
 
 
 def pca_image(

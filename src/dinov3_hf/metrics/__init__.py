@@ -1,12 +1,18 @@
 """Evaluation metrics that run offline: plain-torch functions, local `evaluate` modules and kNN evaluation."""
 
+from .boundary import boundary_f_measure, boundary_f_score
+from .correspondence import pck
 from .functional import METRIC_NAMES, accuracy, depth_metrics, intersect_and_union, iou_from_areas, load_metric, mean_iou
 from .knn import extract_cls_features, knn_accuracy, knn_eval_on_dataset, pixel_features
 from .linear_probe import linear_probe_accuracy
+from .video import VideoSegmentationScores, region_similarity, video_j_and_f
 
 __all__ = [
     "METRIC_NAMES",
+    "VideoSegmentationScores",
     "accuracy",
+    "boundary_f_measure",
+    "boundary_f_score",
     "depth_metrics",
     "extract_cls_features",
     "intersect_and_union",
@@ -16,5 +22,8 @@ __all__ = [
     "linear_probe_accuracy",
     "load_metric",
     "mean_iou",
+    "pck",
     "pixel_features",
+    "region_similarity",
+    "video_j_and_f",
 ]

@@ -3,8 +3,8 @@
 Pipeline per image: convert to float RGB (16-bit data mapped onto the 8-bit scale) -> rescale 8-bit data by
 `rescale_factor` -> refuse inputs of more than `max_tokens` patch tokens -> resize (antialiased bilinear or bicubic,
 torchvision `Resize(antialias=True)` on a float tensor) with each side snapped to a multiple of `size_divisor` ->
-optional center crop -> normalise with `image_mean` / `image_std`. Batching, channel-layout inference and the
-`BatchFeature` output come from transformers' image utilities.
+optional center crop -> normalise with `image_mean` / `image_std` -> optional padding into one batch with a
+`pixel_mask`. Batching, channel-layout inference and the `BatchFeature` output come from transformers' image utilities.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class Dinov3HfImageProcessorKwargs(TypedDict, total=False):
     image_mean: Sequence[float]
     image_std: Sequence[float]
     max_tokens: int | None
+    do_pad: bool
 
 
 class Dinov3HfImageProcessor(BaseImageProcessor):
@@ -89,6 +90,11 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
             and crop) as (H // size_divisor) * (W // size_divisor); more raise a ValueError before any resizing.
             None: no limit. The default 16384 is a 2048 x 2048 input at patch 16; raise it for larger inputs
             (65536 for 4096 x 4096).
+        do_pad: pad the processed images at the bottom and right with zeros (after normalisation) to the batch's
+            largest height and width, and return `pixel_mask` (B, H, W), 1 on each image's own pixels, 0 on the
+            padding (transformers' DETR-style processors do the same): images of different sizes in one batch,
+            which the backbones take with `model(pixel_values, pixel_mask=pixel_mask)`. Each image's own size stays
+            the multiple of `size_divisor` the resize gives; padding keeps it. Default False (no `pixel_mask`).
 
     Inputs: a PIL image (any mode in `SUPPORTED_PIL_MODES`; alpha is composited over white), a numpy array
     (HWC, CHW or HW; uint8, uint16 or float), a torch tensor (CHW, HWC or HW), a 4-D batch of arrays/tensors, or a
@@ -98,10 +104,11 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
 
     Outputs: `BatchFeature` with `pixel_values`, a float32 tensor [B, 3, H, W] (`return_tensors="pt"`), a numpy array
     (`"np"`), or a list of [3, H, W] tensors (`None`). Under `{"shortest_edge": S}` images of different aspect ratios
-    get different shapes; they cannot be stacked, so "pt"/"np" raise and `return_tensors=None` returns the list.
+    get different shapes; they cannot be stacked, so "pt"/"np" raise (unless `do_pad`) and `return_tensors=None`
+    returns the list. With `do_pad`, `pixel_mask` comes too: (B, H, W) int64, or a list of (H, W) tensors.
     """
 
-    model_input_names = ["pixel_values"]
+    model_input_names = ["pixel_values", "pixel_mask"]
     valid_kwargs = Dinov3HfImageProcessorKwargs
     # A class-level default makes `to_dict` keep an explicit `max_tokens=None` (no limit) in saved configs.
     max_tokens: int | None = DEFAULT_MAX_TOKENS
@@ -120,6 +127,7 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
         image_mean: Sequence[float] = NORMALIZATION["lvd1689m"][0],
         image_std: Sequence[float] = NORMALIZATION["lvd1689m"][1],
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        do_pad: bool = False,
         **kwargs: Any,
     ):
         kwargs.pop("image_processor_type", None)
@@ -138,6 +146,7 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
                 image_mean=image_mean,
                 image_std=image_std,
                 max_tokens=max_tokens,
+                do_pad=do_pad,
             )
         )
         for key, value in settings.items():
@@ -191,14 +200,40 @@ class Dinov3HfImageProcessor(BaseImageProcessor):
         layout = None if input_data_format is None else ChannelDimension(input_data_format)
 
         pixel_values = [self._process_one(image, layout, settings) for image in _image_list(images)]
+        if settings["do_pad"]:
+            return self.pad(pixel_values, return_tensors=return_tensors)
         shapes = sorted({tuple(x.shape[-2:]) for x in pixel_values})
         if return_tensors is not None and len(shapes) > 1:
             raise ValueError(
                 f"The images resize to different shapes {shapes} under size={settings['size']} and cannot be stacked "
-                'into one batch. Use a fixed size={"height": H, "width": W}, process one image at a time, or pass '
+                "into one batch. Pass do_pad=True to pad them into one batch with a pixel_mask (the backbones take "
+                'it), use a fixed size={"height": H, "width": W}, process one image at a time, or pass '
                 "return_tensors=None to get a list of tensors."
             )
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
+
+    def pad(self, images: Sequence[torch.Tensor], return_tensors: str | None = None) -> BatchFeature:
+        """Pad processed [C, h, w] images into one batch: zeros at the bottom and right up to the largest height
+        and width, and `pixel_mask` (B, H, W) int64, 1 on each image's own h x w pixels, 0 on the padding.
+
+        return_tensors: "pt" or "np" for batched arrays, None for lists of [C, H, W] images and (H, W) masks.
+        """
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}.")
+        if not images or any(not isinstance(x, torch.Tensor) or x.ndim != 3 for x in images):
+            raise ValueError(
+                "pad takes a non-empty list of processed [C, h, w] torch tensors (the pixel_values of "
+                "return_tensors=None); pass raw images to the processor with do_pad=True instead."
+            )
+        height, width = max(x.shape[-2] for x in images), max(x.shape[-1] for x in images)
+        pixel_values = images[0].new_zeros(len(images), images[0].shape[0], height, width)
+        pixel_mask = torch.zeros(len(images), height, width, dtype=torch.int64, device=images[0].device)
+        for i, x in enumerate(images):
+            pixel_values[i, :, : x.shape[-2], : x.shape[-1]] = x
+            pixel_mask[i, : x.shape[-2], : x.shape[-1]] = 1
+        if return_tensors is None:
+            pixel_values, pixel_mask = list(pixel_values), list(pixel_mask)
+        return BatchFeature(data={"pixel_values": pixel_values, "pixel_mask": pixel_mask}, tensor_type=return_tensors)
 
     def _process_one(self, image: ImageLike, layout: ChannelDimension | None, s: dict[str, Any]) -> torch.Tensor:
         x, is_integer = _to_float_rgb(image, layout)
@@ -352,6 +387,8 @@ def _validate_settings(s: dict[str, Any]) -> dict[str, Any]:
     limit = s["max_tokens"]
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ValueError(f"max_tokens must be a positive int or None (no limit), got {limit!r}.")
+    if not isinstance(s["do_pad"], bool):
+        raise ValueError(f"do_pad must be True or False, got {s['do_pad']!r}.")
     return s
 
 

@@ -10,9 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+from huggingface_hub import EvalResult
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
 
+from ..models.hub import DINOV3_LICENSE, PACKAGE_LICENSE, is_hub_repo_id, push_folder
 from .augment import MultiCropAugmentation
 from .collate import MixedResolutionCollator, MultiCropCollator
 from .config import CropResolution, DistillationConfig, PretrainConfig, load_yaml_with_overrides
@@ -20,6 +24,8 @@ from .meta_arch import SSLMetaArch
 from .trainer import MAX_UNREADABLE_FRACTION, SSLTrainer
 
 LOG_HISTORY_FILE = "log_history.json"  # written into the output folder at the end of a run
+DATASET_IDS = {"fashion_mnist": "zalando-datasets/fashion_mnist"}  # Hub ids of the data kinds, for model cards
+logger = logging.get_logger(__name__)
 
 DATA_KINDS = ("fashion_mnist", "imagefolder", "hub")
 
@@ -61,6 +67,13 @@ def build_trainer(config: dict[str, Any], train_dataset=None) -> SSLTrainer:
     report_to = ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else []
     training = {"remove_unused_columns": False, "max_grad_norm": 0.0, "report_to": report_to, **config.get("training", {})}
     training.pop("resume_from_checkpoint", None)
+    if training.pop("push_to_hub", False):  # run_training pushes the final teacher backbone, not the Trainer
+        if distillation:
+            raise ValueError("training.push_to_hub pushes the EMA teacher backbone of a pretraining run; a "
+                             "distillation run saves students: push one with `dinov3-hf convert STUDENT DST "
+                             "--push-to-hub REPO_ID`.")
+        if not training.get("hub_model_id"):
+            raise ValueError("training.push_to_hub needs training.hub_model_id, the Hub repo to push the backbone to.")
     args = TrainingArguments(**training)
     set_seed(args.seed)  # the initial weights depend on the seed, as in Trainer(model_init=...)
     if distillation:
@@ -113,11 +126,79 @@ def run_training(config_path: str | Path, overrides: list[str] = ()) -> SSLTrain
         if resume is None:
             raise FileNotFoundError(f"resume_from_checkpoint=true but {trainer.args.output_dir} has no checkpoint-* folder.")
     trainer.train(resume_from_checkpoint=resume or None)
-    trainer.save_backbones(trainer.args.output_dir)
+    paths = trainer.save_backbones(trainer.args.output_dir)
     if trainer.is_world_process_zero():
         log_file = Path(trainer.args.output_dir) / LOG_HISTORY_FILE
         log_file.write_text(json.dumps(trainer.state.log_history, indent=1))
+        if "teacher" in paths:  # pretraining, Gram anchoring, high resolution (distillation saves students)
+            publish_backbones(trainer, config, paths)
     return trainer
+
+
+def evaluate_backbone(backbone, data: dict[str, Any]) -> list[EvalResult]:
+    """kNN (k = `data.eval.k`, default 20) and linear-probe accuracy of the backbone's CLS features on held-out
+    Fashion-MNIST: the bank is `data.eval.bank` training images after the ones the run read (from data.offset +
+    data.limit), the queries the first `data.eval.queries` test images (`training/eval_knn.py`'s protocol)."""
+    from ..data import load_fashion_mnist
+    from ..metrics import extract_cls_features, knn_accuracy, linear_probe_accuracy
+    from ..processing import Dinov3HfImageProcessor
+
+    if data.get("kind") != "fashion_mnist":
+        raise ValueError(
+            f"data.eval needs labelled held-out images: data.kind fashion_mnist, not {data.get('kind')!r}."
+        )
+    settings = data["eval"]
+    k = settings.get("k", 20)
+    size = backbone.config.image_size
+    processor = Dinov3HfImageProcessor.for_model_config(backbone.config, size={"height": size, "width": size})
+    bank = load_fashion_mnist("train", settings["bank"], data.get("offset", 0) + data["limit"])
+    queries = load_fashion_mnist("test", settings["queries"])
+
+    def features(images):
+        return extract_cls_features(backbone, images, lambda x: processor(list(x), return_tensors="pt")["pixel_values"])
+
+    bank_x, query_x = features(bank["image"]), features(queries["image"])
+    bank_y, query_y = torch.tensor(bank["label"]), torch.tensor(queries["label"])
+    scores = {f"kNN accuracy (k = {k}, CLS)": knn_accuracy(bank_x, bank_y, query_x, query_y, k=k),
+              "linear probe accuracy (CLS)": linear_probe_accuracy(bank_x, bank_y, query_x, query_y)}
+    return [
+        EvalResult(task_type="image-classification", dataset_type=DATASET_IDS["fashion_mnist"],
+                   dataset_name="Fashion-MNIST", dataset_split="test", metric_type="accuracy", metric_value=value,
+                   metric_name=name)
+        for name, value in scores.items()
+    ]
+
+
+def publish_backbones(trainer: SSLTrainer, config: dict[str, Any], paths: dict[str, Path]) -> None:
+    """Write the model cards of the saved teacher and student backbones (the teacher's with the `data.eval` results,
+    if configured) and, with `training.push_to_hub: true`, push the EMA teacher's folder to `training.hub_model_id`
+    (with `hub_private_repo`, `hub_revision`, `hub_token`, as for the Trainer): the final backbone only, not the
+    training checkpoints."""
+    data, recipe, args = config.get("data", {}), config.get("recipe", {}), trainer.args
+    push = config.get("training", {}).get("push_to_hub", False)
+    init_from = recipe.get("init_from")
+    dataset = DATASET_IDS.get(data.get("kind")) or (data.get("name") if data.get("kind") == "hub" else None)
+    for role in ("teacher", "student"):
+        backbone = getattr(trainer.model, role)["backbone"]
+        card = backbone.model_card(
+            args.hub_model_id if push and role == "teacher" else None,
+            license=DINOV3_LICENSE if init_from else PACKAGE_LICENSE,  # continued pretraining keeps Meta's licence
+            base_model=init_from if is_hub_repo_id(init_from) else None,
+            datasets=[dataset] if dataset else None,
+            eval_results=evaluate_backbone(backbone, data) if "eval" in data and role == "teacher" else None,
+            tags=["self-supervised-learning"],
+            description=(
+                f"The {'EMA teacher' if role == 'teacher' else 'student'} backbone after {trainer.state.global_step} "
+                "steps of DINOv3 self-supervised pretraining (DINO + iBOT + KoLeo, arXiv 2508.10104) with dinov3-hf's "
+                "Trainer recipe" + (f", continued from {init_from}." if init_from else ", from random initialisation.")
+            ),
+        )
+        card.save(paths[role] / "README.md")
+    if push:
+        commit = push_folder(paths["teacher"], args.hub_model_id, private=args.hub_private_repo,
+                             revision=args.hub_revision, token=args.hub_token,
+                             commit_message=f"Teacher backbone at step {trainer.state.global_step}")
+        logger.info(f"Pushed {paths['teacher']} to {commit.repo_url.url} at revision {commit.oid}")
 
 
 def read_log_history(path: str | Path) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -17,11 +18,14 @@ from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
 
+from ..padding import grid_masks, image_grids, image_tokens, mask_extents
 from ..pretrained import Dinov3HfPreTrainedModel
 from .configuration import NUM_STAGES, Dinov3HfConvNextConfig
 
-# The input side shrinks by 4 (stem) then 2, 2, 2 (downsampling): 32 px give a 1x1 stride-32 map.
-MIN_INPUT_SIZE = 32
+# The input side shrinks by 4 (stem) then 2, 2, 2 (downsampling): the stages run at strides 4, 8, 16, 32, and
+# 32 px give a 1x1 stride-32 map.
+STAGE_STRIDES = (4, 8, 16, 32)
+MIN_INPUT_SIZE = STAGE_STRIDES[-1]
 
 
 @dataclass
@@ -34,6 +38,9 @@ class Dinov3HfConvNextModelOutput(BaseModelOutputWithPooling):
     patch_tokens: the normed stride-32 tokens, (B, h*w, C), row-major over the (h, w) grid.
     prenorm_hidden_state: the stride-32 tokens before the final norm, (B, h*w, C) (official `x_prenorm`, no pool).
     hidden_states: when requested, the input pixels ("stem") and the 4 stage outputs, NCHW, as in transformers.
+    patch_mask: with a `pixel_mask` input (a padded mixed-size batch), (B, H // 32, W // 32) booleans, True on each
+        image's own stride-32 tokens (its top-left (h // 32, w // 32) block, h x w its real pixels); None otherwise.
+        The other positions hold no meaningful values; `unpad()` gives each image's own output.
 
     The stride-32 grid is (H // 32, W // 32) of the input (`config.output_stride`).
     """
@@ -41,6 +48,34 @@ class Dinov3HfConvNextModelOutput(BaseModelOutputWithPooling):
     register_tokens: torch.Tensor | None = None
     patch_tokens: torch.Tensor | None = None
     prenorm_hidden_state: torch.Tensor | None = None
+    patch_mask: torch.Tensor | None = None
+
+    def unpad(self) -> list[Dinov3HfConvNextModelOutput]:
+        """One output per image, as the model returns for that image alone (batch 1, `patch_mask` None): the pool
+        and its own stride-32 tokens, row-major over its own grid, in every token field, and each hidden state
+        cropped to its own pixels. Without `patch_mask` each field is sliced per image."""
+        outputs = []
+        for b in range(self.last_hidden_state.shape[0]):
+            tokens = partial(image_tokens, patch_mask=self.patch_mask, image=b)
+            hidden_states = None
+            if self.hidden_states is not None and self.patch_mask is None:
+                hidden_states = tuple(h[b : b + 1] for h in self.hidden_states)
+            elif self.hidden_states is not None:  # stage maps at stride s: (rows * 32 // s, cols * 32 // s)
+                ((rows, cols),) = mask_extents(self.patch_mask[b : b + 1])
+                hidden_states = tuple(
+                    h[b : b + 1, :, : rows * STAGE_STRIDES[-1] // stride, : cols * STAGE_STRIDES[-1] // stride]
+                    for h, stride in zip(self.hidden_states, (1, *STAGE_STRIDES))
+                )
+            outputs.append(
+                Dinov3HfConvNextModelOutput(
+                    last_hidden_state=tokens(self.last_hidden_state),
+                    pooler_output=self.pooler_output[b : b + 1],
+                    patch_tokens=tokens(self.patch_tokens),
+                    prenorm_hidden_state=tokens(self.prenorm_hidden_state),
+                    hidden_states=hidden_states,
+                )
+            )
+        return outputs
 
 
 class ChannelsFirstLayerNorm(nn.Module):
@@ -69,7 +104,11 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 
 
 class ConvNextBlock(GradientCheckpointingLayer):
-    """x = x + drop_path(gamma * pwconv2(GELU(pwconv1(norm(dwconv(x)))))), the MLP part in channels-last layout."""
+    """x = x + drop_path(gamma * pwconv2(GELU(pwconv1(norm(dwconv(x)))))), the MLP part in channels-last layout.
+
+    `valid` ([B, 1, H, W] booleans, for a padded batch) zeroes the other positions of the depthwise conv's input, so
+    that at each image's bottom and right border the 7x7 conv sees zeros, as its own zero padding at an image alone.
+    """
 
     def __init__(self, dim: int, layer_norm_eps: float, layerscale_init: float, drop_path_rate: float = 0.0):
         super().__init__()
@@ -82,8 +121,8 @@ class ConvNextBlock(GradientCheckpointingLayer):
         self.layerscale_init = layerscale_init
         self.drop_path_rate = drop_path_rate
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dwconv(x).permute(0, 2, 3, 1)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.dwconv(x if valid is None else torch.where(valid, x, 0.0)).permute(0, 2, 3, 1)
         y = self.gamma * self.pwconv2(self.act(self.pwconv1(self.norm(y))))
         return x + drop_path(y.permute(0, 3, 1, 2), self.drop_path_rate, self.training)
 
@@ -147,8 +186,15 @@ class Dinov3HfConvNextModel(Dinov3HfConvNextPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.downsample_layers[0][0]
 
-    def run_stages(self, pixel_values: torch.Tensor, last: int = NUM_STAGES - 1) -> list[torch.Tensor]:
-        """Outputs (NCHW) of stages 0..`last`, stage i being downsample_layers[i] then stages[i]."""
+    def run_stages(
+        self, pixel_values: torch.Tensor, last: int = NUM_STAGES - 1, grids: list[tuple[int, int]] | None = None
+    ) -> list[torch.Tensor]:
+        """Outputs (NCHW) of stages 0..`last`, stage i being downsample_layers[i] then stages[i].
+
+        `grids`: for a padded batch, each image's own stride-32 grid at its top left; every block then zeroes the
+        padding of its depthwise conv's input. The strided convs need no mask: with each image's size a multiple of
+        32, every output position of a real region reads real positions only.
+        """
         channels = self.config.num_channels
         if pixel_values.ndim != 4 or pixel_values.shape[1] != channels:
             raise ValueError(
@@ -165,7 +211,14 @@ class Dinov3HfConvNextModel(Dinov3HfConvNextPreTrainedModel):
         x = pixel_values.to(self.downsample_layers[0][0].weight.dtype)
         outputs = []
         for i in range(last + 1):
-            x = self.stages[i](self.downsample_layers[i](x))
+            x = self.downsample_layers[i](x)
+            if grids is None:
+                x = self.stages[i](x)
+            else:
+                scale = STAGE_STRIDES[-1] // STAGE_STRIDES[i]
+                valid = grid_masks([(h * scale, w * scale) for h, w in grids], *x.shape[-2:], device=x.device)
+                for block in self.stages[i]:
+                    x = block(x, valid[:, None])
             outputs.append(x)
         return outputs
 
@@ -174,30 +227,42 @@ class Dinov3HfConvNextModel(Dinov3HfConvNextPreTrainedModel):
         pixel_values: torch.Tensor | Sequence[torch.Tensor],
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        pixel_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> Dinov3HfConvNextModelOutput | list[Dinov3HfConvNextModelOutput] | tuple:
         r"""
         pixel_values: [B, C, H, W], or a list of such tensors (crops of different sizes), which gives one output each.
         output_hidden_states: also return the input and the 4 stage outputs (NCHW, before any norm).
+        pixel_mask: (B, H, W), 1 on each image's real pixels (a top-left h x w block, h and w multiples of 32), 0 on
+            the padding, as the image processor returns with `do_pad=True`: a mixed-size batch in one forward. Each
+            image gets the output of a forward on its real pixels alone (up to float rounding), the pool averaging
+            its own positions; the output's `patch_mask` marks its tokens and `unpad()` splits it per image.
 
         last_hidden_state = norm([mean_hw(x) ; flatten_hw(x)]) with x the stride-32 map.
         """
+        grids = None if pixel_mask is None else image_grids(pixel_mask, pixel_values, self.config.output_stride)
         if isinstance(pixel_values, (list, tuple)):
             return [self.forward(x, output_hidden_states, return_dict=True) for x in pixel_values]
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        stages = self.run_stages(pixel_values)
+        stages = self.run_stages(pixel_values, grids=grids)
         x = stages[-1]
         tokens = x.flatten(2).transpose(1, 2)
-        normed = self.norm(torch.cat([x.mean((-2, -1)).unsqueeze(1), tokens], dim=1))
+        patch_mask = None if grids is None else grid_masks(grids, *x.shape[-2:], device=x.device)
+        if patch_mask is None:
+            pool = x.mean((-2, -1))
+        else:  # the mean over each image's own positions
+            pool = torch.where(patch_mask[:, None], x, 0.0).sum((-2, -1)) / patch_mask.sum((-2, -1))[:, None]
+        normed = self.norm(torch.cat([pool.unsqueeze(1), tokens], dim=1))
         output = Dinov3HfConvNextModelOutput(
             last_hidden_state=normed,
             pooler_output=normed[:, 0],
             patch_tokens=normed[:, 1:],
             prenorm_hidden_state=tokens,
             hidden_states=(pixel_values, *stages) if output_hidden_states else None,
+            patch_mask=patch_mask,
         )
         return output if return_dict else output.to_tuple()
 

@@ -54,6 +54,7 @@ class Dinov3HfDinoTxtModel(Dinov3HfHeadPreTrainedModel):
 
     config: Dinov3HfDinoTxtConfig
     config_class = Dinov3HfDinoTxtConfig
+    pipeline_tag = "zero-shot-image-classification"
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
 

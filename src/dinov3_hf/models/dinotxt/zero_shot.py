@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ...common import snap_to_multiple
+from ...common import snap_to_multiple, window_starts
 from .modeling import Dinov3HfDinoTxtModel
 
 # Prompt templates written for this package (a short, varied set; pass your own for a task).
@@ -73,14 +73,6 @@ def zero_shot_logits(model: Dinov3HfDinoTxtModel, pixel_values: torch.Tensor, cl
     return model.logit_scale.exp().float() * images @ class_embeds.to(images.device).t()
 
 
-def _window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Starts of windows of `window` covering [0, length) every `stride`, the last one flush with the end."""
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, stride))
-    return starts + [length - window]
-
-
 @torch.no_grad()
 def open_vocab_segmentation(
     model: Dinov3HfDinoTxtModel,
@@ -107,8 +99,8 @@ def open_vocab_segmentation(
     probs = pixel_values.new_zeros(batch, class_embeds.shape[0], height, width, dtype=torch.float32)
     counts = pixel_values.new_zeros(1, 1, height, width, dtype=torch.float32)
     win_h, win_w = (height, width) if window is None else (min(window, height), min(window, width))
-    for top in _window_starts(height, win_h, stride):
-        for left in _window_starts(width, win_w, stride):
+    for top in window_starts(height, win_h, stride):
+        for left in window_starts(width, win_w, stride):
             crop = pixel_values[..., top : top + win_h, left : left + win_w]
             size = (snap_to_multiple(win_h, patch), snap_to_multiple(win_w, patch))
             if size != (win_h, win_w):

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import initialization as init
 
 from ..convnext.modeling import Dinov3HfConvNextModel
-from ..pretrained import HUB_KWARGS, Dinov3HfPreTrainedModel, _model_type_of
+from ..pretrained import HUB_KWARGS, Dinov3HfPreTrainedModel, _model_type_of, explained_hub_errors
 from ..vit.modeling import Dinov3HfViTModel
 from .configuration import Dinov3HfHeadConfig
 
@@ -175,11 +175,12 @@ class Dinov3HfHeadPreTrainedModel(Dinov3HfPreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         path = pretrained_model_name_or_path
         if not model_args and not os.path.isfile(str(path)):
-            model_type = _model_type_of(path, **kwargs)
-            if model_type in BACKBONE_MODELS:
-                return cls.from_backbone(path, **kwargs)
-            if model_type == cls.config_class.model_type and not kwargs.get("ignore_mismatched_sizes", False):
-                cls._check_head_sizes(path, kwargs)
+            with explained_hub_errors(path, kwargs.get("revision")):
+                model_type = _model_type_of(path, **kwargs)
+                if model_type in BACKBONE_MODELS:
+                    return cls.from_backbone(path, **kwargs)
+                if model_type == cls.config_class.model_type and not kwargs.get("ignore_mismatched_sizes", False):
+                    cls._check_head_sizes(path, kwargs)
         model, info = super().from_pretrained(path, *model_args, **{**kwargs, "output_loading_info": True})
         missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
         if missing or unexpected:  # else a missing head would silently predict from random weights

@@ -20,6 +20,7 @@ class Dinov3HfForImageClassification(Dinov3HfHeadPreTrainedModel):
 
     config: Dinov3HfImageClassificationConfig
     config_class = Dinov3HfImageClassificationConfig
+    pipeline_tag = "image-classification"
     _head_size_fields = ("num_labels",)
 
     def __init__(self, config: Dinov3HfImageClassificationConfig):

@@ -31,6 +31,7 @@ class Dinov3HfForDepthEstimation(Dinov3HfHeadPreTrainedModel):
 
     config: Dinov3HfDepthEstimationConfig
     config_class = Dinov3HfDepthEstimationConfig
+    pipeline_tag = "depth-estimation"
     _head_size_fields = ("n_bins", "dpt_channels", "dpt_hidden_channels")
 
     def __init__(self, config: Dinov3HfDepthEstimationConfig):

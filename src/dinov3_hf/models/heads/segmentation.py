@@ -50,6 +50,7 @@ class Dinov3HfForSemanticSegmentation(Dinov3HfHeadPreTrainedModel):
 
     config: Dinov3HfSemanticSegmentationConfig
     config_class = Dinov3HfSemanticSegmentationConfig
+    pipeline_tag = "image-segmentation"
     _head_size_fields = ("num_labels",)
 
     def __init__(self, config: Dinov3HfSemanticSegmentationConfig):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -18,9 +19,10 @@ from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPoo
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 
+from ..padding import grid_masks, image_grids, image_tokens, token_index
 from ..pretrained import Dinov3HfPreTrainedModel
 from .configuration import Dinov3HfViTConfig
-from .layers.attention import LinearKMaskedBias
+from .layers.attention import LinearKMaskedBias, key_padding_mask
 from .layers.block import SelfAttentionBlock
 from .layers.layer_scale import LayerScale
 from .layers.patch_embed import PatchEmbed
@@ -37,6 +39,9 @@ class Dinov3HfViTModelOutput(BaseModelOutputWithPooling):
     prenorm_hidden_state: the output of the last block before the final norm, (B, 1 + R + N, D).
     hidden_states: when requested, the embedding output and each block's output, all pre-norm.
     attentions: when requested, each block's attention probabilities, (B, heads, 1 + R + N, 1 + R + N).
+    patch_mask: with a `pixel_mask` input (a padded mixed-size batch), (B, H // p, W // p) booleans, True on each
+        image's own patches (its top-left (h // p, w // p) block, h x w its real pixels); None otherwise. The other
+        tokens hold no meaningful values; `unpad()` gives each image's own output.
 
     The patch grid is (H // p, W // p) of the input, p = `config.patch_size`.
     """
@@ -44,6 +49,30 @@ class Dinov3HfViTModelOutput(BaseModelOutputWithPooling):
     register_tokens: torch.Tensor | None = None
     patch_tokens: torch.Tensor | None = None
     prenorm_hidden_state: torch.Tensor | None = None
+    patch_mask: torch.Tensor | None = None
+
+    def unpad(self) -> list[Dinov3HfViTModelOutput]:
+        """One output per image, as the model returns for that image alone (batch 1, `patch_mask` None): its CLS
+        and registers and its own patches, row-major over its own grid, in every token field, and in `attentions`
+        the rows and columns of those tokens. Without `patch_mask` each field is sliced per image."""
+        outputs = []
+        for b in range(len(self.last_hidden_state)):
+            tokens = partial(image_tokens, patch_mask=self.patch_mask, image=b)
+            index = token_index(self.patch_mask, b, self.last_hidden_state.shape[1], self.last_hidden_state.device)
+            outputs.append(
+                Dinov3HfViTModelOutput(
+                    last_hidden_state=tokens(self.last_hidden_state),
+                    pooler_output=self.pooler_output[b : b + 1],
+                    register_tokens=self.register_tokens[b : b + 1],
+                    patch_tokens=tokens(self.patch_tokens),
+                    prenorm_hidden_state=tokens(self.prenorm_hidden_state),
+                    hidden_states=None if self.hidden_states is None else tuple(map(tokens, self.hidden_states)),
+                    attentions=None
+                    if self.attentions is None
+                    else tuple(a[b : b + 1, :, index][..., index] for a in self.attentions),
+                )
+            )
+        return outputs
 
 
 class Dinov3HfViTPreTrainedModel(Dinov3HfPreTrainedModel):
@@ -89,7 +118,8 @@ class Dinov3HfViTPreTrainedModel(Dinov3HfPreTrainedModel):
 
 
 class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
-    """DINOv3 ViT backbone. `forward` takes a tensor [B, C, H, W], or a list of them (crops of different sizes)."""
+    """DINOv3 ViT backbone. `forward` takes a tensor [B, C, H, W] (with `pixel_mask`: images of different sizes
+    padded into one batch), or a list of them (crops of different sizes)."""
 
     def __init__(self, config: Dinov3HfViTConfig):
         super().__init__(config)
@@ -175,6 +205,7 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
         grids: list[tuple[int, int]],
         collect: Sequence[int] = (),
         stop_after: int | None = None,
+        image_grids: list[tuple[int, int]] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[list[torch.Tensor], dict[int, list[torch.Tensor]], list[list[torch.Tensor]]]:
         """Run blocks[0 .. stop_after] on a list of token tensors; return the outputs, those of blocks in `collect`
@@ -182,21 +213,35 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
 
         RoPE (sin, cos) is computed once per crop size, or once per block and crop size while it draws training
         augmentations (each block then sees its own draw, as upstream). `kwargs` go to the attention function.
+        `image_grids`: for one crop batch padded to the grid `grids[0]`, each image's own grid at its top left; the
+        other patches are hidden as attention keys, and each image's patches get the RoPE of its own grid.
         """
         last = len(self.blocks) - 1 if stop_after is None else stop_after
-        ropes = None if self.rope_embed.augments else [self.rope_embed(h, w) for h, w in grids]
+
+        def all_ropes() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            if image_grids is None:
+                return [self.rope_embed(h, w) for h, w in grids]
+            return [self.rope_embed.forward_padded(image_grids, *grids[0])]
+
+        ropes = None if self.rope_embed.augments else all_ropes()
+        key_masks = None
+        if image_grids is not None:
+            valid = grid_masks(image_grids, *grids[0], device=xs[0].device).flatten(1)
+            valid = torch.cat([valid.new_ones(len(valid), self.num_prefix_tokens), valid], dim=1)
+            implementation = self.blocks[0].attn.implementation(kwargs.get("output_attentions", False))
+            key_masks = [key_padding_mask(implementation, valid, xs[0].dtype)]
         collected: dict[int, list[torch.Tensor]] = {}
         attentions: list[list[torch.Tensor]] = []
         sink = attentions if kwargs.get("output_attentions") else None
         for i, block in enumerate(self.blocks[: last + 1]):
-            block_ropes = ropes if ropes is not None else [self.rope_embed(h, w) for h, w in grids]
-            xs = block(xs, block_ropes, attentions=sink, **kwargs)
+            block_ropes = ropes if ropes is not None else all_ropes()
+            xs = block(xs, block_ropes, attentions=sink, key_masks=key_masks, **kwargs)
             if i in collect:
                 collected[i] = xs
         return xs, collected, attentions
 
     def _output(
-        self, prenorm: torch.Tensor, local_crops: bool, hidden_states=None, attentions=None
+        self, prenorm: torch.Tensor, local_crops: bool, hidden_states=None, attentions=None, patch_mask=None
     ) -> Dinov3HfViTModelOutput:
         normed = self.final_norm(prenorm, local_crops)
         split = self.num_prefix_tokens
@@ -208,6 +253,7 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
             prenorm_hidden_state=prenorm,
             hidden_states=hidden_states,
             attentions=attentions,
+            patch_mask=patch_mask,
         )
 
     # -- forward ----------------------------------------------------------------------------------------------------
@@ -219,6 +265,7 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        pixel_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> Dinov3HfViTModelOutput | list[Dinov3HfViTModelOutput] | tuple:
         r"""
@@ -229,10 +276,16 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
             With a list input, a list of the same length (entries may be None).
         output_hidden_states: return the embedding output and every block's output (pre-norm).
         output_attentions: return every block's attention probabilities (computed by eager attention).
+        pixel_mask: (B, H, W), 1 on each image's real pixels (a top-left h x w block, h and w multiples of the patch
+            size), 0 on the padding, as the image processor returns with `do_pad=True`: a mixed-size batch in one
+            forward. Padded patches are hidden as attention keys in every block and each image's patches get the
+            RoPE coordinates of its own grid, so each image gets the output of a forward on its real pixels alone
+            (up to float rounding); the output's `patch_mask` marks its patches and `unpad()` splits it per image.
         kwargs: transformers' attention keyword arguments (`TransformersKwargs`), passed to the attention function;
             any other name raises a TypeError.
         """
         check_kwargs(self, kwargs)
+        grids = None if pixel_mask is None else image_grids(pixel_mask, pixel_values, self.config.patch_size)
         if isinstance(pixel_values, (list, tuple)):
             if output_hidden_states or output_attentions:
                 raise ValueError(
@@ -248,7 +301,7 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
         x, grid_h, grid_w = self.prepare_tokens(pixel_values, bool_masked_pos)
         collect = range(len(self.blocks)) if output_hidden_states else ()
         (prenorm,), collected, attentions = self.run_blocks(
-            [x], [(grid_h, grid_w)], collect=collect, output_attentions=output_attentions, **kwargs
+            [x], [(grid_h, grid_w)], collect=collect, image_grids=grids, output_attentions=output_attentions, **kwargs
         )
         hidden_states = (x, *(collected[i][0] for i in collect)) if output_hidden_states else None
         output = self._output(
@@ -256,6 +309,7 @@ class Dinov3HfViTModel(Dinov3HfViTPreTrainedModel):
             local_crops=False,
             hidden_states=hidden_states,
             attentions=tuple(a[0] for a in attentions) if output_attentions else None,
+            patch_mask=None if grids is None else grid_masks(grids, grid_h, grid_w, device=x.device),
         )
         return output if return_dict else output.to_tuple()
 

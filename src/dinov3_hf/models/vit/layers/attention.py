@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,6 +13,9 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, logging
 
 from .rope import apply_rope
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 logger = logging.get_logger(__name__)
 
@@ -67,8 +72,9 @@ class SelfAttention(nn.Module):
 
     The attention function is transformers' `config._attn_implementation` ("sdpa", "eager", "flex_attention"),
     read at each call; without a config it is SDPA. `output_attentions=True` runs `eager_attention` whatever the
-    implementation, since only it returns the probabilities. Returns (outputs, probabilities), one entry per crop;
-    the probabilities are [B, heads, T, T] or None.
+    implementation, since only it returns the probabilities. `key_masks` (per crop a `key_padding_mask` for this
+    call's implementation, or None) hide the padding of a mixed-size batch as keys. Returns (outputs, probabilities),
+    one entry per crop; the probabilities are [B, heads, T, T] or None.
     """
 
     def __init__(
@@ -108,6 +114,7 @@ class SelfAttention(nn.Module):
         self,
         qkv: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
+        key_mask: torch.Tensor | BlockMask | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """qkv [B, T, 3D] -> (attention output [B, T, D], probabilities [B, heads, T, T] or None)."""
@@ -119,7 +126,7 @@ class SelfAttention(nn.Module):
             (q, k), v = apply_rope(qkv[:2], *rope).unbind(0), qkv[2]
         implementation = self.implementation(kwargs.get("output_attentions", False))
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention)
-        mask = causal_mask(implementation, tokens, q) if self.is_causal else None
+        mask = causal_mask(implementation, tokens, q) if self.is_causal else key_mask
         out, probs = attention(self, q, k, v, mask, scaling=None, dropout=0.0, **kwargs)
         return out.reshape(batch, tokens, -1), probs
 
@@ -127,10 +134,12 @@ class SelfAttention(nn.Module):
         self,
         xs: list[torch.Tensor],
         ropes: list[tuple[torch.Tensor, torch.Tensor] | None],
+        key_masks: list[torch.Tensor | BlockMask | None] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         qkvs = apply_to_list(self.qkv, xs)
-        outs, probs = zip(*(self.attend(qkv, rope, **kwargs) for qkv, rope in zip(qkvs, ropes)))
+        key_masks = [None] * len(xs) if key_masks is None else key_masks
+        outs, probs = zip(*(self.attend(qkv, rope, mask, **kwargs) for qkv, rope, mask in zip(qkvs, ropes, key_masks)))
         return apply_to_list(self.proj, list(outs)), list(probs)
 
 
@@ -144,6 +153,27 @@ def causal_mask(implementation: str, tokens: int, query: torch.Tensor) -> torch.
 
         return create_block_mask(lambda b, h, q, k: q >= k, None, None, tokens, tokens, device=query.device)
     return torch.full((tokens, tokens), float("-inf"), dtype=query.dtype, device=query.device).triu(1)
+
+
+def key_padding_mask(implementation: str, key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | BlockMask:
+    """The attention mask that hides the keys where `key_valid` [B, T] is False from every query: booleans
+    [B, 1, 1, T] for SDPA (True attends), a BlockMask for flex attention, an additive [B, 1, 1, T] mask of `dtype`
+    (0, or -inf where hidden) for eager."""
+    batch, tokens = key_valid.shape
+    device = key_valid.device
+    if implementation == "sdpa":
+        return key_valid[:, None, None, :]
+    if implementation == "flex_attention":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        return create_block_mask(lambda b, h, q, k: key_valid[b, k], batch, None, tokens, tokens, device=device)
+    if implementation == "eager":
+        mask = torch.zeros(batch, 1, 1, tokens, dtype=dtype, device=device)
+        return mask.masked_fill_(~key_valid[:, None, None, :], float("-inf"))
+    raise ValueError(
+        f"Padded batches (pixel_mask) support the 'sdpa', 'eager' and 'flex_attention' attention implementations, "
+        f"not {implementation!r}; load the model with one of them, or run the images one at a time."
+    )
 
 
 def apply_to_list(fn, xs: list[torch.Tensor]) -> list[torch.Tensor]:

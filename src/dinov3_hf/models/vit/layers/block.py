@@ -28,6 +28,9 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
     earlier tokens (the dino.txt text tower); `layerscale_init=None` drops LayerScale. `config` picks the attention
     implementation (see `SelfAttention`); keyword arguments of `forward` go to the attention function. A list passed
     as `attentions` gets the call's attention probabilities appended (one entry: per crop [B, heads, T, T] or None).
+    `key_masks` (per crop, see `SelfAttention`) hide the padding of a mixed-size batch as attention keys; these masks
+    and the per-image RoPE of such a batch are per sample, so they do not combine with the sample-subset stochastic
+    depth in training.
     """
 
     def __init__(
@@ -64,9 +67,14 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
         self.drop_path_rate = drop_path_rate
 
     def _attn_branch(
-        self, xs: TokenList, ropes: list, attentions: list | None, **kwargs: Unpack[TransformersKwargs]
+        self,
+        xs: TokenList,
+        ropes: list,
+        attentions: list | None,
+        key_masks: list | None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> TokenList:
-        outs, probs = self.attn(apply_to_list(self.norm1, xs), ropes, **kwargs)
+        outs, probs = self.attn(apply_to_list(self.norm1, xs), ropes, key_masks=key_masks, **kwargs)
         if attentions is not None:
             attentions.append(probs)
         return apply_to_list(self.ls1, outs)
@@ -90,7 +98,14 @@ class SelfAttentionBlock(GradientCheckpointingLayer):
         xs: TokenList,
         ropes: list,
         attentions: list | None = None,
+        key_masks: list | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> TokenList:
-        xs = self._residual(xs, lambda t: self._attn_branch(t, ropes, attentions, **kwargs))
+        if key_masks is not None and self.training and self.drop_path_rate > 0:
+            raise ValueError(
+                "Padded mixed-size batches (pixel_mask) do not run with stochastic depth in training "
+                f"(drop_path_rate={self.drop_path_rate}); set drop_path_rate=0, call model.eval(), or pass each image "
+                "size as its own batch."
+            )
+        xs = self._residual(xs, lambda t: self._attn_branch(t, ropes, attentions, key_masks, **kwargs))
         return self._residual(xs, self._ffn_branch)

@@ -32,7 +32,8 @@ def rope_periods(
 
 
 def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
-    """Rotate the last HW tokens of x [B, heads, T, head_dim]; the T - HW prefix tokens stay as they are.
+    """Rotate the last HW tokens of x [B, heads, T, head_dim] by sin / cos [HW, head_dim] (or per sample,
+    [B, 1, HW, head_dim]); the T - HW prefix tokens stay as they are.
 
     x' = x * cos + rotate_half(x) * sin with rotate_half([x1, x2]) = [-x2, x1], computed in the dtype of sin/cos.
     rotate_half(x) * sin is formed as [x2, x1] * [-sin1, sin2], the same numbers (a sign flip is exact) with one pass
@@ -67,7 +68,7 @@ def patch_centres(n: int, dtype: torch.dtype, device: torch.device | str | None)
 
 
 class RopePositionEmbedding(nn.Module):
-    """Produces (sin, cos) of shape [H*W, head_dim] for an H x W patch grid.
+    """Produces (sin, cos) of shape [H*W, head_dim] for an H x W patch grid (`forward_padded`: for a padded batch).
 
     coords = 2 * (i + 0.5) / norm - 1 per axis (norm per `normalize_coords`); in training mode the coords get the
     shift / jitter / rescale augmentations that are not None; angles = 2*pi * coords / periods, laid out as
@@ -136,3 +137,19 @@ class RopePositionEmbedding(nn.Module):
         angles = 2 * math.pi * coords[:, :, None] / self.periods[None, None, :]  # [HW, 2, head_dim/4]
         angles = angles.flatten(1, 2).tile(2)  # [HW, head_dim]
         return torch.sin(angles), torch.cos(angles)
+
+    def forward_padded(
+        self, grids: list[tuple[int, int]], height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sin, cos) [B, 1, H*W, head_dim] for a batch padded to an H x W grid, image b on its top-left grids[b].
+
+        Image b's patches get `forward(*grids[b])`, the coordinates of its own grid (they are normalised per grid,
+        so a padded grid's would differ); padded patches get sin 0, cos 1 (no rotation). RoPE augmentations in
+        training draw once per distinct grid size.
+        """
+        sin = self.periods.new_zeros(len(grids), height, width, self.head_dim)
+        cos = self.periods.new_ones(len(grids), height, width, self.head_dim)
+        per_size = {grid: self(*grid) for grid in dict.fromkeys(grids)}
+        for b, (h, w) in enumerate(grids):
+            sin[b, :h, :w], cos[b, :h, :w] = (t.view(h, w, -1) for t in per_size[h, w])
+        return sin.flatten(1, 2)[:, None], cos.flatten(1, 2)[:, None]
