@@ -22,6 +22,7 @@ its keypoint in A, in pixels of B, and PCK@alpha the fraction of errors below al
 
     python bench/bench_correspondence.py            # about 5 minutes on 2 shared CPU cores
     python bench/bench_correspondence.py --quick    # one photo, one view
+    python bench/bench_correspondence.py --model runs/photos_cpu/teacher_backbone   # a backbone you trained
 
 Results go to bench/results/correspondence.{json,md}.
 """
@@ -143,6 +144,22 @@ def methods() -> list[dict]:
     ]
 
 
+def model_methods(path: Path, size: int) -> list[dict]:
+    """A saved backbone folder (e.g. a run's teacher_backbone/), its architecture at random init and raw-pixel patches
+    at its patch size, all with the folder's processor at `size` pixels (shorter side)."""
+    processor = AutoImageProcessor.from_pretrained(path)
+    config = Dinov3HfViTConfig.from_pretrained(path)
+    torch.manual_seed(0)
+    random_init = Dinov3HfViTModel(config).eval()
+    return [
+        {"name": f"{path.name} ({path})", "model": Dinov3HfViTModel.from_pretrained(path).eval(),
+         "processor": processor, "size": size},
+        {"name": "same architecture, random init", "model": random_init, "processor": processor, "size": size},
+        {"name": f"raw pixels, {config.patch_size} px patches",
+         "model": RawPixelPatches(config.patch_size, subtract_mean=False), "processor": processor, "size": size},
+    ]
+
+
 # -- evaluation --------------------------------------------------------------------------------------------------------
 
 
@@ -245,7 +262,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one photo, one view")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a saved ViT backbone folder: evaluate it, its architecture at random init and raw pixels "
+                        "instead of the default methods; results go to correspondence_model.{json,md}")
+    parser.add_argument("--size", type=int, default=224, help="shorter side in pixels for --model")
     args = parser.parse_args()
+    if args.model is not None and not (args.model / "config.json").is_file():
+        parser.error(f"--model {args.model} is not a saved backbone folder (no config.json); pass e.g. a run's "
+                     "teacher_backbone/ folder.")
 
     pairs = photo_pairs(args.quick)
     graffiti = None if args.quick else graffiti_pair()
@@ -255,7 +279,7 @@ def main() -> None:
         print(f"Graffiti pair not found under {GRAFFITI} (apt-get install opencv-doc); skipped.")
     start = time.perf_counter()
     results, grids = {}, {}
-    for method in methods():
+    for method in methods() if args.model is None else model_methods(args.model, args.size):
         results[method["name"]] = {}
         for pair in pairs:
             results[method["name"]][pair["name"]] = evaluate(method, pair)
@@ -275,7 +299,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - start, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "correspondence_quick" if args.quick else "correspondence"
+    stem = "correspondence" + ("_model" if args.model is not None else "") + ("_quick" if args.quick else "")
     (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
     write_markdown(args.out / f"{stem}.md", payload)
     print(f"Wrote {args.out / stem}.json and .md")

@@ -17,6 +17,7 @@ tokens (60 at the default 240, the paper's token count) and 16-pixel patches one
 
     python bench/bench_propagation.py                  # about 20 minutes on a shared 2-core CPU
     python bench/bench_propagation.py --frames 8 --quick
+    python bench/bench_propagation.py --quick --model runs/photos_cpu/teacher_backbone --methods model
     python bench/bench_propagation.py --height 960 --methods pixels/16 --quick --out bench/results/propagation_960.json
 """
 
@@ -58,7 +59,8 @@ def sequences(frames: int, height: int):
     ]
 
 
-def backbones(seed: int = 0):
+def backbones(seed: int = 0, model: Path | None = None):
+    """The feature rows; `model` (a saved backbone folder, e.g. a run's teacher_backbone/) adds the row "model"."""
     path = default_model_path()
     shipped = AutoModel.from_pretrained(path).eval()
     shipped_processor = AutoImageProcessor.from_pretrained(path)
@@ -68,7 +70,10 @@ def backbones(seed: int = 0):
     torch.manual_seed(seed)
     random_vits = Dinov3HfViTModel(config).eval()
     vits_processor = Dinov3HfImageProcessor.for_model_config(config)
+    extra = {} if model is None else {
+        "model": (AutoModel.from_pretrained(model).eval(), AutoImageProcessor.from_pretrained(model))}
     return {
+        **extra,
         "pixels/4": (RawPixelPatches(4), shipped_processor),
         "fmnist_vit": (shipped, shipped_processor),
         "fmnist_vit random": (random_small, shipped_processor),
@@ -105,10 +110,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="leave out the ablations")
     parser.add_argument("--methods", default=None, help="comma-separated subset of the feature rows, e.g. pixels/16")
     parser.add_argument("--out", type=Path, default=RESULTS / "propagation.json")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a saved backbone folder (e.g. a run's teacher_backbone/): adds the feature row \"model\"")
     args = parser.parse_args()
+    if args.model is not None and not (args.model / "config.json").is_file():
+        parser.error(f"--model {args.model} is not a saved backbone folder (no config.json); pass e.g. a run's "
+                     "teacher_backbone/ folder.")
 
     videos = sequences(args.frames, args.height)
-    methods = backbones()
+    methods = backbones(model=args.model)
     if args.methods:
         unknown = set(args.methods.split(",")) - set(methods)
         if unknown:

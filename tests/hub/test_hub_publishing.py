@@ -100,3 +100,26 @@ def test_pretraining_recipe_pushes_its_teacher_with_evaluation_results(local_hub
                                   torch.tensor(queries["label"]))
     assert scores["linear probe accuracy (CLS)"] == pytest.approx(probe, abs=1e-9)
     assert scores["kNN accuracy (k = 20, CLS)"] > 0.1  # above chance on 10 classes: a real evaluation ran
+
+
+def test_lit_recipe_pushes_the_dinotxt_model_with_its_zero_shot_accuracy(local_hub, tmp_path):
+    """`training/train_dinotxt.py` with `push_to_hub: true`: the saved dino.txt folder (model, processor, card) is
+    pushed, and the card's model-index holds the run's held-out zero-shot accuracy."""
+    run = tmp_path / "run"
+    result = local_hub.run([str(REPO / "training" / "train_dinotxt.py"), "--config",
+                   str(REPO / "training" / "configs" / "dinotxt_fashion_mnist_cpu.yaml"), f"training.output_dir={run}",
+                   "training.max_steps=3", "training.per_device_train_batch_size=8", "training.disable_tqdm=true",
+                   "training.push_to_hub=true", "training.hub_model_id=me/dinotxt-tiny", "data.limit=64",
+                   "eval.limit=40", "recipe.model.text_hidden_size=32", "recipe.model.text_num_hidden_layers=1",
+                   "recipe.model.vision_head_layers=1"], tmp_path / "cache")
+    saved = run / "dinotxt"
+    for name in ("model.safetensors", "config.json", "processor_config.json"):
+        assert get(local_hub, f"/me/dinotxt-tiny/resolve/main/{name}") == (200, (saved / name).read_bytes()), name
+    text = get(local_hub, "/me/dinotxt-tiny/resolve/main/README.md")[1].decode()
+    assert text == (saved / "README.md").read_text() and validate_metadata(text) == []
+    card = ModelCard(text)
+    assert (card.data.license, card.data.pipeline_tag) == ("apache-2.0", "zero-shot-image-classification")
+    (score,) = card.data.eval_results
+    printed = float(result.stdout.split("zero-shot accuracy on the held-out images and templates: ")[1].split()[0])
+    assert score.task_type == "zero-shot-image-classification" and score.dataset_split == "test"
+    assert score.metric_value == pytest.approx(printed, abs=5e-5)  # the run's own evaluation, printed to 4 places

@@ -107,7 +107,7 @@ def test_vit_unpad_without_pixel_mask_slices_per_image():
         alone = [model(x[i : i + 1], output_hidden_states=True) for i in range(2)]
     assert out.patch_mask is None and "patch_mask" not in out.keys() and len(out.to_tuple()) == 6
     for got, want in zip(out.unpad(), alone):
-        assert_outputs_close(got, want, atol=1e-6)
+        assert_outputs_close(got, want)  # batch 2 vs batch 1: the gemm blocking differs with threads
 
 
 def test_vit_padded_rope_scatters_each_image_grid():

@@ -20,13 +20,15 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from torchvision.transforms import InterpolationMode, v2
 from tqdm.auto import tqdm
+from huggingface_hub import EvalResult
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..models.dinotxt import Dinov3HfDinoTxtModel, class_text_embeddings, zero_shot_logits
 from ..processing import Dinov3HfDinoTxtProcessor
 from .config import load_yaml_with_overrides
 from .losses.contrastive import symmetric_infonce
-from .pretraining import load_image_dataset
+from ..models.hub import DINOV3_LICENSE, PACKAGE_LICENSE, push_folder
+from .pretraining import DATASET_IDS, load_image_dataset
 from .schedules import make_schedule
 
 _NO_DECAY_NAMES = ("bn", "ln", "bias", "logit_scale")
@@ -198,6 +200,11 @@ def build_lit_trainer(config: dict[str, Any], train_dataset=None) -> LiTTrainer:
     data = config.get("data", {})
     training = {"remove_unused_columns": False, "report_to": [], "ddp_find_unused_parameters": False,
                 **config.get("training", {})}
+    push = training.pop("push_to_hub", False)  # run_lit_training pushes the saved model, not the Trainer
+    if push and not training.get("hub_model_id"):
+        raise ValueError(
+            "training.push_to_hub needs training.hub_model_id, the Hub repo to push the dino.txt model to."
+        )
     args = TrainingArguments(**training)
     set_seed(args.seed)
     backbone, _ = load_backbone(recipe.backbone)
@@ -211,12 +218,15 @@ def build_lit_trainer(config: dict[str, Any], train_dataset=None) -> LiTTrainer:
     )
     trainer = LiTTrainer(model=model, args=args, recipe=recipe, train_dataset=dataset, data_collator=collator)
     trainer.processor = processor
+    trainer.push_repo_id = args.hub_model_id if push else None
     return trainer
 
 
 def run_lit_training(config_path: str | Path, overrides: Sequence[str] = ()) -> tuple[LiTTrainer, float | None]:
-    """Train as configured; save model + processor to `<output_dir>/dinotxt`; with an `eval` section (a dataset
-    spec like `data` plus `templates`, held out from training), return the zero-shot accuracy there too."""
+    """Train as configured; save model + processor (+ model card) to `<output_dir>/dinotxt`; with an `eval` section (a
+    dataset spec like `data` plus `templates`, held out from training), return the zero-shot accuracy there too, and
+    with `training.push_to_hub: true` push that folder to `training.hub_model_id` (`hub_private_repo`, `hub_revision`,
+    `hub_token` as for the Trainer)."""
     config = load_yaml_with_overrides(config_path, list(overrides))
     trainer = build_lit_trainer(config)
     trainer.train()
@@ -235,4 +245,32 @@ def run_lit_training(config_path: str | Path, overrides: Sequence[str] = ()) -> 
             )
             trainer.log({"zero_shot_accuracy": accuracy})
             print(f"zero-shot accuracy on the held-out images and templates: {accuracy:.4f}")
+        publish_dinotxt(trainer, model, config, out, accuracy)
     return trainer, accuracy
+
+
+def publish_dinotxt(
+    trainer: LiTTrainer, model: Dinov3HfDinoTxtModel, config: dict[str, Any], folder: Path, accuracy: float | None
+) -> None:
+    """Write the model card of the saved dino.txt folder (the zero-shot accuracy as a model-index result) and, if the
+    run is configured to, push the folder. The licence is the package's on the shipped backbone (`recipe.backbone`
+    null), else the DINOv3 License, which covers Meta's backbones and everything derived from them."""
+    args, recipe, spec = trainer.args, config.get("recipe", {}), config.get("eval", {})
+    dataset = DATASET_IDS.get(spec.get("kind")) or spec.get("name") or spec.get("kind")
+    trained_on = DATASET_IDS.get(config.get("data", {}).get("kind"))
+    results = None
+    if accuracy is not None:
+        results = [EvalResult(task_type="zero-shot-image-classification", dataset_type=dataset, dataset_name=dataset,
+                              dataset_split=spec.get("split", "test"), metric_type="accuracy", metric_value=accuracy,
+                              metric_name="zero-shot accuracy (held-out templates)")]
+    card = model.model_card(
+        trainer.push_repo_id,
+        license=PACKAGE_LICENSE if recipe.get("backbone") is None else DINOV3_LICENSE,
+        datasets=[trained_on] if trained_on else None,
+        eval_results=results,
+        tags=["dinotxt", "locked-image-text-tuning"],
+    )
+    card.save(folder / "README.md")
+    if trainer.push_repo_id:
+        push_folder(folder, trainer.push_repo_id, private=args.hub_private_repo, revision=args.hub_revision,
+                    token=args.hub_token, commit_message=f"dino.txt model at step {trainer.state.global_step}")
