@@ -31,7 +31,10 @@ DEFAULT_GRID = 28  # default --size: 28 output tokens along the shorter image si
 # `dinov3_hf.convert.FORMATS` and the names of `convert.heads.OFFICIAL_HEADS` and `LINEAR_PROBES`, spelt out so that
 # building the parser imports no torch (tests/test_newcomer.py checks that they agree)
 CONVERT_FORMATS = ("dinov3_hf", "hf", "official")
-CONVERT_HEADS = ("dinov3_vit7b16_lc", "dinov3_vit7b16_dd", "dinov3_vitl16_chmv2", "linear_segmentation", "linear_depth")
+CONVERT_HEADS = (
+    "dinov3_vit7b16_lc", "dinov3_vit7b16_dd", "dinov3_vitl16_chmv2", "dinov3_vit7b16_de", "dinov3_vit7b16_ms",
+    "linear_segmentation", "linear_depth",
+)
 # `dinov3_hf.pretrained_models.DEFAULT_MODEL`: the name by which `export` takes the shipped default model
 SHIPPED_MODEL = "fmnist_vit"
 EXPORT_FORMATS = ("onnx",)
@@ -486,7 +489,7 @@ def _convert_head(args: argparse.Namespace) -> int:
         official_head_kind,
         save_official_head,
     )
-    from .processing import Dinov3HfImageProcessor
+    from .processing import Dinov3HfDetectionImageProcessor, Dinov3HfImageProcessor
 
     if args.layers and args.head not in LINEAR_PROBES:
         raise CliError(f"--layers applies to the linear probes ({', '.join(LINEAR_PROBES)}), not to {args.head}.")
@@ -509,7 +512,9 @@ def _convert_head(args: argparse.Namespace) -> int:
     except (CheckpointError, OSError, ValueError) as err:
         raise CliError(str(err)) from err
     model.save_pretrained(args.dst)
-    Dinov3HfImageProcessor.for_model_config(model.config).save_pretrained(args.dst)
+    is_detector = official_head_kind(model.config) == "plain_detr"
+    processor_class = Dinov3HfDetectionImageProcessor if is_detector else Dinov3HfImageProcessor
+    processor_class.for_model_config(model.config).save_pretrained(args.dst)
     print(f"Wrote {type(model).__name__} and its image processor to {args.dst}", file=sys.stderr)
     return 0
 

@@ -12,12 +12,15 @@ from transformers import (
     AutoModel,
     AutoModelForDepthEstimation,
     AutoModelForImageClassification,
+    AutoModelForObjectDetection,
     AutoModelForSemanticSegmentation,
+    AutoModelForUniversalSegmentation,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
     AutoTokenizer,
 )
 from transformers.models.auto.auto_factory import _BaseAutoBackboneClass, _BaseAutoModelClass
+from transformers.models.auto.modeling_auto import MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .convert import register_layout_loaders
@@ -30,6 +33,12 @@ from .models.heads import (
     Dinov3HfImageClassificationConfig,
     Dinov3HfSemanticSegmentationConfig,
 )
+from .models.heads.adapter_mask2former import (
+    Dinov3HfAdapterMask2FormerConfig,
+    Dinov3HfAdapterMask2FormerForUniversalSegmentation,
+)
+from .models.heads.vit_adapter import Dinov3HfViTAdapterBackbone, Dinov3HfViTAdapterConfig
+from .models.heads.plain_detr import Dinov3HfForPlainDetrDetection, Dinov3HfPlainDetrConfig
 from .models.dinotxt import Dinov3HfDinoTxtConfig, Dinov3HfDinoTxtModel, Dinov3HfDinoTxtTokenizer
 from .models.pretrained import _model_type_of
 from .models.vit import Dinov3HfViTBackbone, Dinov3HfViTConfig, Dinov3HfViTModel
@@ -39,7 +48,7 @@ from .pipelines import (
     Dinov3HfImageFeatureExtractionPipeline,
     OpenVocabularySegmentationPipeline,
 )
-from .processing import Dinov3HfDinoTxtProcessor, Dinov3HfImageProcessor
+from .processing import Dinov3HfDetectionImageProcessor, Dinov3HfDinoTxtProcessor, Dinov3HfImageProcessor
 
 BACKBONES = (
     (Dinov3HfViTConfig, Dinov3HfViTModel, Dinov3HfViTBackbone),
@@ -53,6 +62,11 @@ TASK_MODELS = (
     (Dinov3HfSemanticSegmentationConfig, AutoModelForSemanticSegmentation, Dinov3HfForSemanticSegmentation),
     (Dinov3HfDepthEstimationConfig, AutoModelForDepthEstimation, Dinov3HfForDepthEstimation),
     (Dinov3HfDinoTxtConfig, AutoModelForZeroShotImageClassification, Dinov3HfDinoTxtModel),
+    (
+        Dinov3HfAdapterMask2FormerConfig,
+        AutoModelForUniversalSegmentation,
+        Dinov3HfAdapterMask2FormerForUniversalSegmentation,
+    ),
 )
 
 
@@ -94,6 +108,24 @@ def register_auto_classes() -> None:
             image_processor_classes={"torchvision": Dinov3HfImageProcessor, "pil": Dinov3HfImageProcessor},
             exist_ok=True,
         )
+    # the ViT-Adapter exists only as a backbone (of the Mask2Former segmentor)
+    AutoConfig.register(Dinov3HfViTAdapterConfig.model_type, Dinov3HfViTAdapterConfig, exist_ok=True)
+    AutoBackbone.register(Dinov3HfViTAdapterConfig, Dinov3HfViTAdapterBackbone, exist_ok=True)
+    # the Plain-DETR detector: its processor adds the detector's resize defaults and post_process_object_detection
+    AutoConfig.register(Dinov3HfPlainDetrConfig.model_type, Dinov3HfPlainDetrConfig, exist_ok=True)
+    AutoModelForObjectDetection.register(Dinov3HfPlainDetrConfig, Dinov3HfForPlainDetrDetection, exist_ok=True)
+    # transformers' ObjectDetectionPipeline checks the model against this static name table (not the registry) and
+    # logs an error for any other class; the Auto mapping looks registered configs up before the table
+    MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES.setdefault(
+        Dinov3HfPlainDetrConfig.model_type, Dinov3HfForPlainDetrDetection.__name__
+    )
+    AutoImageProcessor.register(
+        Dinov3HfPlainDetrConfig,
+        image_processor_classes={
+            "torchvision": Dinov3HfDetectionImageProcessor, "pil": Dinov3HfDetectionImageProcessor
+        },
+        exist_ok=True,
+    )
     AutoModel.register(Dinov3HfDinoTxtConfig, Dinov3HfDinoTxtModel, exist_ok=True)
     AutoTokenizer.register(Dinov3HfDinoTxtConfig, tokenizer_class=Dinov3HfDinoTxtTokenizer, exist_ok=True)
     AutoProcessor.register(Dinov3HfDinoTxtConfig, Dinov3HfDinoTxtProcessor, exist_ok=True)

@@ -4,7 +4,7 @@ from torch import nn
 
 from dinov3_hf.models.convnext import Dinov3HfConvNextConfig, Dinov3HfConvNextModel
 from dinov3_hf.models.vit import Dinov3HfViTConfig, Dinov3HfViTModel
-from dinov3_hf.ssl.param_groups import apply_schedules, build_param_groups
+from dinov3_hf.ssl.param_groups import apply_schedules, build_param_groups, task_param_groups
 
 
 class Head(nn.Module):
@@ -138,3 +138,30 @@ def test_trainer_uses_the_recipe_multipliers(tmp_path):
                                     (model.student["backbone"].blocks[0].attn.qkv.weight, 1.0, 1.0)):
         (group,) = [g for g in trainer.optimizer.param_groups if any(p is param for p in g["params"])]
         assert (group["lr_multiplier"], group["wd_multiplier"]) == (pytest.approx(lr_mult), wd_mult)
+
+
+def test_task_param_groups_on_a_detector_around_the_backbone(modules):
+    """A task model nests the backbone (RT-DETR: model.backbone.model): the backbone's parameters get the layer-wise
+    decay, every other parameter (shared ones once) lr multiplier 1; a model without the backbone is refused."""
+    vit = modules["backbone"]
+    shared = nn.Linear(64, 4)
+    detector = nn.Module()
+    detector.model = nn.Module()
+    detector.model.backbone = nn.Module()
+    detector.model.backbone.model = vit
+    detector.model.encoder = nn.Linear(64, 64)
+    detector.model.class_embed = shared
+    detector.class_embed = shared  # the same head under two names, as RT-DETR's decoder and detector share theirs
+    groups = task_param_groups(detector, vit, layer_decay=0.5)
+    grouped = [p for g in groups for p in g["params"]]
+    assert len(grouped) == len({id(p) for p in grouped}) == len(list(detector.parameters()))
+    assert _lookup(groups, vit, "blocks.0.attn.qkv.weight") == (0.25, 1.0, False)  # 0.5 ** (3 - 1)
+    assert _lookup(groups, vit, "blocks.1.mlp.fc1.weight") == (0.5, 1.0, False)
+    assert _lookup(groups, vit, "cls_token") == (0.125, 1.0, False)
+    assert _lookup(groups, detector, "model.encoder.weight") == (1.0, 1.0, False)
+    assert _lookup(groups, detector, "class_embed.bias") == (1.0, 0.0, False)
+    with pytest.raises(ValueError, match="not a submodule"):
+        task_param_groups(detector.model.encoder, vit)
+    detector.model.scale = nn.Parameter(torch.ones(1))
+    with pytest.raises(ValueError, match="parameters of its own"):
+        task_param_groups(detector, vit)

@@ -222,7 +222,8 @@ def load_model(
     The model is created on the meta device and the tensors are assigned, so no second copy of the weights exists.
     `model_class` (e.g. a Backbone subclass) must belong to the checkpoint's family. `kwargs` are Hub arguments
     (revision, cache_dir, token, local_files_only, force_download); any other keyword sets that config field
-    (e.g. `out_indices=[3, 6, 9, 12]`).
+    (e.g. `out_indices=[3, 6, 9, 12]`). Modules that `model_class` adds to the family's model (the ViT backbone's
+    feature pyramid, with `pyramid_strides=...`) are in no checkpoint and get the model's fresh initialisation.
     """
     hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
     family, config, thunks = read_checkpoint(src, arch, **hub_kwargs)
@@ -238,10 +239,20 @@ def load_model(
         raise CheckpointError(f"{src} holds a {family.name} checkpoint, which {model_class.__name__} cannot load.")
     with torch.device("meta"):
         model = model_class(config)
-    state = {}
-    for key, thunk in tqdm(thunks.items(), desc="Loading weights", unit="tensor", leave=False):
-        tensor = thunk()
-        state[key] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+        family_model = family.model_class(config)
+    # modules the class adds to the family's model (the backbone's feature pyramid) are in no checkpoint: fresh init
+    fresh = {}
+    for name, module in model.named_children():
+        if not hasattr(family_model, name):
+            module.to_empty(device="cpu").apply(model._init_weights)
+            fresh.update({f"{name}.{key}": tensor for key, tensor in module.state_dict().items()})
+
+    def cast(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
+    progress = tqdm(thunks.items(), desc="Loading weights", unit="tensor", leave=False)
+    state = {key: cast(thunk()) for key, thunk in progress}
+    state.update({key: cast(tensor) for key, tensor in fresh.items()})
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 

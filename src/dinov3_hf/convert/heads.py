@@ -10,6 +10,9 @@ The released head files hold the head alone (the backbone comes from its own che
   (`chmv2/dinov3_vitl16_chmv2_dpt_head-3703d643.pth`): the state dict of the official `DPTHead` (`depther.decoder`,
   loaded strictly upstream). Ours: `dpt_head.<same key>` of [`Dinov3HfForDepthEstimation`] with `head_type="dpt"`,
   whose module tree reproduces the official one; the key list is documented in `models/heads/dpt.py`.
+- `dinov3_vit7b16_de` (`dinov3_vit7b16_coco2017_detr_head-b0235ff7.pth`): the Plain-DETR COCO detector, read by the
+  hub as `torch.load(file)["model"]`. Ours: [`Dinov3HfForPlainDetrDetection`], same key names; the key logic (decoder
+  aliases, optional ViT keys) is in `convert/detection_head.py`.
 
 The linear probes of the official evaluation scripts live in `{"model": <head state dict>, ...}` files:
 
@@ -50,8 +53,30 @@ from ..models.heads import (
     Dinov3HfSemanticSegmentationConfig,
 )
 from ..models.heads.dpt import dpt_head_from_config
+from ..models.heads.adapter_mask2former import (
+    Dinov3HfAdapterMask2FormerConfig,
+    Dinov3HfAdapterMask2FormerForUniversalSegmentation,
+)
+from ..models.heads.plain_detr import Dinov3HfForPlainDetrDetection, Dinov3HfPlainDetrConfig
 from ..models.vit import Dinov3HfViTConfig, Dinov3HfViTModel
 from .checkpoints import check_state, load_model
+from .detection_head import (
+    describe_checkpoint,
+    load_plain_detr_head,
+    plain_detr_config_from_state,
+    plain_detr_head_shapes,
+    plain_detr_official_to_ours,
+    plain_detr_to_official,
+    read_plain_detr_file,
+    save_plain_detr_head,
+)
+from .segmentation_head import (
+    load_official_segmentor,
+    official_segmentor_shapes,
+    official_segmentor_to_ours,
+    ours_to_official_segmentor,
+    save_official_segmentor,
+)
 from .sources import CheckpointError, load_pth
 
 _OPTIONAL_SUFFIXES = (".num_batches_tracked",)
@@ -67,13 +92,27 @@ _KEY_PREFIXES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 # the linear probes of the official training scripts; their files hold the head state dict under "model"
 LINEAR_PROBES = ("linear_segmentation", "linear_depth")
-TaskModel = Dinov3HfForImageClassification | Dinov3HfForDepthEstimation | Dinov3HfForSemanticSegmentation
+TaskModel = (
+    Dinov3HfForImageClassification | Dinov3HfForDepthEstimation | Dinov3HfForSemanticSegmentation
+    | Dinov3HfForPlainDetrDetection
+)
 # our task model of each official head layout
 OFFICIAL_HEAD_MODELS: dict[str, type] = {
     "classifier": Dinov3HfForImageClassification,
     "dpt": Dinov3HfForDepthEstimation,
     "linear_segmentation": Dinov3HfForSemanticSegmentation,
     "linear_depth": Dinov3HfForDepthEstimation,
+    "plain_detr": Dinov3HfForPlainDetrDetection,  # the detector's key logic: convert/detection_head.py
+    # the ADE20K segmentor's key logic: convert/segmentation_head.py
+    "mask2former": Dinov3HfAdapterMask2FormerForUniversalSegmentation,
+}
+_TASK_CLASSES = {  # task -> (config class, model class) of the released heads
+    "classification": (Dinov3HfImageClassificationConfig, Dinov3HfForImageClassification),
+    "depth": (Dinov3HfDepthEstimationConfig, Dinov3HfForDepthEstimation),
+    "detection": (Dinov3HfPlainDetrConfig, Dinov3HfForPlainDetrDetection),
+    "universal_segmentation": (
+        Dinov3HfAdapterMask2FormerConfig, Dinov3HfAdapterMask2FormerForUniversalSegmentation
+    ),
 }
 
 
@@ -82,18 +121,18 @@ class OfficialHead:
     """A released official head: its task, backbone preset, file name and the task-config fields that rebuild it."""
 
     name: str
-    task: str  # "classification" or "depth"
+    task: str  # "classification", "depth", "detection" or "universal_segmentation"
     backbone_preset: str
     filename: str
     fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config_class(self) -> type:
-        return Dinov3HfImageClassificationConfig if self.task == "classification" else Dinov3HfDepthEstimationConfig
+        return _TASK_CLASSES[self.task][0]
 
     @property
     def model_class(self) -> type:
-        return Dinov3HfForImageClassification if self.task == "classification" else Dinov3HfForDepthEstimation
+        return _TASK_CLASSES[self.task][1]
 
 
 OFFICIAL_HEADS: dict[str, OfficialHead] = {
@@ -123,6 +162,14 @@ OFFICIAL_HEADS: dict[str, OfficialHead] = {
                 use_batchnorm=False, use_cls_token=True, n_bins=256, min_depth=0.001, max_depth=96.0,
                 bins_strategy="mixlog", norm_strategy="mixlog", mixlog_scale=8.0,
             ),
+        ),
+        OfficialHead(  # the config defaults are the release values (dinov3/hub/detectors.py)
+            "dinov3_vit7b16_de", "detection", "vit7b16",
+            "dinov3_vit7b16/dinov3_vit7b16_coco2017_detr_head-b0235ff7.pth",
+        ),
+        OfficialHead(  # the config defaults are the release values (dinov3/hub/segmentors.py)
+            "dinov3_vit7b16_ms", "universal_segmentation", "vit7b16",
+            "dinov3_vit7b16/dinov3_vit7b16_ade20k_m2f_head-bf307cb1.pth",
         ),
     )
 }
@@ -154,6 +201,10 @@ def _kind(config) -> str:
         return "linear_segmentation"
     if isinstance(config, Dinov3HfDepthEstimationConfig):
         return "dpt" if config.head_type == "dpt" else "linear_depth"
+    if isinstance(config, Dinov3HfPlainDetrConfig):
+        return "plain_detr"
+    if isinstance(config, Dinov3HfAdapterMask2FormerConfig):
+        return "mask2former"
     raise CheckpointError(
         f"No official head checkpoint layout is known for a {type(config).__name__}; official head files exist for "
         "the linear classifier (dinov3_vit7b16_lc), the DPT depth heads (dinov3_vit7b16_dd, dinov3_vitl16_chmv2) "
@@ -178,6 +229,10 @@ def official_head_shapes(config) -> dict[str, tuple[int, ...]]:
         with torch.device("meta"):
             head = dpt_head_from_config(config)
         return {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    if kind == "plain_detr":
+        return plain_detr_head_shapes(config)
+    if kind == "mask2former":
+        return official_segmentor_shapes(config)
     with torch.device("meta"):
         model = OFFICIAL_HEAD_MODELS[kind](config)
     return {_official_key(kind, k): tuple(v.shape) for k, v in _head_state(model).items()}
@@ -200,6 +255,10 @@ def official_head_to_ours(
 ) -> dict[str, torch.Tensor]:
     """Check an official head state dict strictly against the layout for `config`; return it under our keys."""
     kind = _kind(config)
+    if kind == "plain_detr":
+        return plain_detr_official_to_ours(state, config, what)
+    if kind == "mask2former":
+        return official_segmentor_to_ours(state, config, what)
     expected = official_head_shapes(config)
     in_file = {k: tuple(v.shape) for k, v in state.items()}
     state = dict(state)
@@ -209,7 +268,9 @@ def official_head_to_ours(
     try:
         check_state({k: tuple(v.shape) for k, v in state.items()}, expected, what)
     except CheckpointError as err:
-        raise CheckpointError(f"{err}\n  {_hint(config, in_file)}") from None
+        raise CheckpointError(
+            f"{err}\n  {_hint(config, in_file)}\n  The file looks like {describe_checkpoint(in_file)}."
+        ) from None
     return {_our_key(kind, k): v for k, v in state.items()}
 
 
@@ -264,6 +325,10 @@ def _head_state(model) -> dict[str, torch.Tensor]:
 def ours_to_official_head(model) -> dict[str, torch.Tensor]:
     """The official head state dict of one of our task models (tensors shared with the model, detached)."""
     kind = _kind(model.config)
+    if kind == "plain_detr":
+        return plain_detr_to_official(model)
+    if kind == "mask2former":
+        return ours_to_official_segmentor(model)
     return {_official_key(kind, k): v.detach() for k, v in _head_state(model).items()}
 
 
@@ -274,7 +339,12 @@ def load_official_head(model: TaskModel, src: str | os.PathLike | Mapping[str, t
     """Load an official head checkpoint (a `.pth` path, or its state dict) into `model`'s head, strictly.
 
     The backbone is left as it is. A model built on the meta device gets the tensors assigned. Returns the model.
+    The detector's file may also hold its ViT, which is loaded too (`detection_head.load_plain_detr_head`).
     """
+    if _kind(model.config) == "plain_detr":
+        return load_plain_detr_head(model, src)
+    if _kind(model.config) == "mask2former":  # adapter + Mask2Former, and the ViT if the file has it
+        return load_official_segmentor(model, src)
     what = f"official head checkpoint {src}" if isinstance(src, (str, os.PathLike)) else "official head state dict"
     state = load_pth(src) if isinstance(src, (str, os.PathLike)) else src
     ours = official_head_to_ours(state, model.config, what)
@@ -296,7 +366,12 @@ def load_official_head(model: TaskModel, src: str | os.PathLike | Mapping[str, t
 
 def save_official_head(model: TaskModel, dst: str | os.PathLike) -> Path:
     """Write the head of one of our task models as an official head `.pth`: a plain state dict of tensors, as the
-    released head files; for the linear probes `{"model": state dict}`, as the official training scripts write."""
+    released head files; for the linear probes `{"model": state dict}`, as the official training scripts write; for
+    the detector `{"model": state dict}`, the container the hub reads."""
+    if _kind(model.config) == "plain_detr":
+        return save_plain_detr_head(model, dst)
+    if _kind(model.config) == "mask2former":
+        return save_official_segmentor(model, dst)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone().contiguous() for k, v in ours_to_official_head(model).items()}
@@ -347,9 +422,13 @@ def build_official_head_model(
         raise CheckpointError(
             f"Unknown official head {name!r}; known: {', '.join([*OFFICIAL_HEADS, *LINEAR_PROBES])}."
         )
-    if isinstance(backbone, (str, os.PathLike)) and (spec is None or Path(backbone).is_file()):
+    detector = spec is not None and spec.task == "detection"
+    if isinstance(backbone, (str, os.PathLike)) and (spec is None or detector or Path(backbone).is_file()):
         backbone = load_model(backbone, arch=backbone_arch or (spec.backbone_preset if spec else None))
-    if spec is None:
+    if detector:  # head sizes from the file (`plain_detr_config_from_state`), on the given ViT
+        head = read_plain_detr_file(head)
+        config = plain_detr_config_from_state(head, backbone.config, **overrides)
+    elif spec is None:
         state = load_pth(head) if isinstance(head, (str, os.PathLike)) else head
         config = official_linear_probe_config(name, state, backbone.config, **overrides)
     else:

@@ -46,10 +46,12 @@ def rename_key(key: str, renames: list[tuple[str, str]]) -> str | None:
     return None
 
 
-def load_pth(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_pth(path: str | os.PathLike, backbone_only: bool = True) -> dict[str, torch.Tensor]:
     """Load a `.pth` state dict memory-mapped with `weights_only=True`; refuse pickles that would run code.
 
     Accepts a bare state dict, or one under "teacher" / "model" / "state_dict" with "module." / "backbone." prefixes.
+    backbone_only: a state dict with "backbone." keys is a training snapshot, of which only the backbone is kept;
+    False keeps every key (a detector file whose keys may include its backbone's).
     """
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -68,7 +70,7 @@ def load_pth(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__}).")
-    if any(k.startswith("backbone.") for k in obj):  # training snapshot: keep the backbone only
+    if backbone_only and any(k.startswith("backbone.") for k in obj):  # training snapshot: keep the backbone only
         obj = {k: v for k, v in obj.items() if k.startswith(("backbone.", "module.backbone."))}
     for prefix in _PREFIXES:
         if obj and all(k.startswith(prefix) for k in obj):

@@ -2,6 +2,7 @@
 
 from .boundary import boundary_f_measure, boundary_f_score
 from .correspondence import pck
+from .detection import box_map, mask_map, panoptic_quality
 from .functional import METRIC_NAMES, accuracy, depth_metrics, intersect_and_union, iou_from_areas, load_metric, mean_iou
 from .knn import extract_cls_features, knn_accuracy, knn_eval_on_dataset, pixel_features
 from .linear_probe import linear_probe_accuracy
@@ -13,6 +14,7 @@ __all__ = [
     "accuracy",
     "boundary_f_measure",
     "boundary_f_score",
+    "box_map",
     "depth_metrics",
     "extract_cls_features",
     "intersect_and_union",
@@ -21,7 +23,9 @@ __all__ = [
     "knn_eval_on_dataset",
     "linear_probe_accuracy",
     "load_metric",
+    "mask_map",
     "mean_iou",
+    "panoptic_quality",
     "pck",
     "pixel_features",
     "region_similarity",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoImageProcessor
 
-from ..models.vit import Dinov3HfViTConfig, Dinov3HfViTModel
+from ..models.convnext import Dinov3HfConvNextBackbone, Dinov3HfConvNextConfig
+from ..models.vit import Dinov3HfViTBackbone, Dinov3HfViTConfig, Dinov3HfViTModel
 from ..processing import Dinov3HfImageProcessor
 
 DEFAULT_MODEL = "fmnist_vit"
@@ -41,3 +44,31 @@ def load_backbone(
     if not isinstance(processor, Dinov3HfImageProcessor):
         processor = Dinov3HfImageProcessor.for_model_config(AutoConfig.from_pretrained(spec))
     return spec, processor
+
+
+def load_task_backbone(
+    spec: str | None, random_init: bool = False, seed: int = 0, **config_overrides: Any
+) -> tuple[Dinov3HfViTBackbone | Dinov3HfConvNextBackbone, Dinov3HfImageProcessor]:
+    """(AutoBackbone view, processor) of the backbone `spec` names (as in `load_backbone`; any checkpoint format) for
+    a task model, its config fields set from `config_overrides` (e.g. `out_indices`, `pyramid_strides`).
+
+    The checkpoint's weights are loaded unless `random_init` (then the seeded fresh init of the same architecture);
+    parameters the checkpoint lacks (a new feature pyramid) keep their fresh init.
+    """
+    from ..convert import load_model
+
+    source, processor = load_backbone(spec, seed)
+    weights = source if isinstance(source, torch.nn.Module) else load_model(source)
+    config = copy.deepcopy(weights.config)
+    for key, value in config_overrides.items():
+        if not hasattr(config, key):
+            raise TypeError(f"{key!r} is not a field of {type(config).__name__}.")
+        setattr(config, key, value)
+    backbone_classes = {Dinov3HfViTConfig: Dinov3HfViTBackbone, Dinov3HfConvNextConfig: Dinov3HfConvNextBackbone}
+    torch.manual_seed(seed)
+    backbone = backbone_classes[type(config)](config)
+    if not random_init:
+        unexpected = backbone.load_state_dict(weights.state_dict(), strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"The backbone of {spec!r} has weights its backbone view lacks: {unexpected[:5]}.")
+    return backbone.eval(), processor

@@ -12,6 +12,7 @@ uses layer_decay 1.0. Every other module is a head: lr multiplier `head_lr_multi
 `bias` or containing `norm` or `gamma` (tokens and the patch-embed weight are decayed). `is_last_layer` marks names
 containing `last_layer` (they follow `last_layer_lr`). The official values are head_lr_multiplier =
 head_wd_multiplier = last_layer_wd_multiplier = 1.
+`task_param_groups` applies the same rule to a task model (a detector or segmenter around the backbone).
 """
 
 from __future__ import annotations
@@ -89,6 +90,35 @@ def build_param_groups(
     if not groups:
         raise ValueError(f"No trainable parameters in modules {list(modules)}.")
     return list(groups.values())
+
+
+def _modules_outside(model: nn.Module, inner: nn.Module) -> nn.ModuleList:
+    """The largest submodules of `model` that do not contain `inner`: together they hold every parameter of `model`
+    outside `inner` (shared ones once)."""
+    outside = nn.ModuleList()
+    for name, child in model.named_children():
+        if child is inner:
+            continue
+        if any(module is inner for module in child.modules()):
+            if any(True for _ in child.parameters(recurse=False)):
+                raise ValueError(f"{name} holds both {type(inner).__name__} and parameters of its own: "
+                                 "split them into submodules to give the backbone its own learning rates.")
+            outside.extend(_modules_outside(child, inner))
+        else:
+            outside.append(child)
+    return outside
+
+
+def task_param_groups(
+    model: nn.Module, backbone: nn.Module, layer_decay: float = 1.0, patch_embed_lr_mult: float = 1.0
+) -> list[dict[str, Any]]:
+    """`build_param_groups` for a task model (detector, segmenter) built around one of our backbones: `backbone` (a
+    submodule of `model`) gets the layer-wise lr decay, every other trainable parameter of `model` is head (lr
+    multiplier 1)."""
+    if not any(module is backbone for module in model.modules()):
+        raise ValueError(f"The backbone ({type(backbone).__name__}) is not a submodule of {type(model).__name__}.")
+    return build_param_groups({"backbone": backbone, "head": _modules_outside(model, backbone)},
+                              layer_decay=layer_decay, patch_embed_lr_mult=patch_embed_lr_mult)
 
 
 def apply_schedules(optimizer: torch.optim.Optimizer, lr: float, wd: float, last_layer_lr: float) -> None:

@@ -287,16 +287,22 @@ class SSLTrainer(Trainer):
 
     def save_backbones(self, output_dir: str | Path) -> dict[str, Path]:
         """Save the teacher and student backbones as `from_pretrained` folders (with their image processor), on the
-        main process."""
+        main process. Under FSDP the parameters are shards, so every process first takes part in gathering the full
+        state dict (`accelerator.get_state_dict`), which the main process then writes."""
         from ..processing import Dinov3HfImageProcessor
 
+        full_state = self.accelerator.get_state_dict(self.model) if self.is_fsdp_enabled else None
         paths: dict[str, Path] = {}
         if not self.is_world_process_zero():
             return paths
         for role in ("teacher", "student"):
             backbone = getattr(self.model, role)["backbone"]
             path = Path(output_dir) / f"{role}_backbone"
-            backbone.save_pretrained(path)
+            prefix = f"{role}.backbone."
+            state = None if full_state is None else {
+                key[len(prefix):]: value for key, value in full_state.items() if key.startswith(prefix)
+            }
+            backbone.save_pretrained(path, state_dict=state)
             Dinov3HfImageProcessor.for_model_config(
                 backbone.config, size={"height": self.recipe.global_size, "width": self.recipe.global_size}
             ).save_pretrained(path)

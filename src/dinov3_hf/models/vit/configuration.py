@@ -87,6 +87,12 @@ class Dinov3HfViTConfig(PretrainingDataMixin, BackboneConfigMixin, PretrainedCon
         out_features, out_indices: backbone stages to return (`stem`, `stage1`..; negative indices count from the end).
         reshape_hidden_states: backbone maps as NCHW (True) or (B, 1 + N, C) CLS + patch sequences (False).
         apply_layernorm: apply the final LayerNorm to each backbone map.
+        pyramid_strides: None (default) returns the `out_indices` maps as they are. A list of ascending strides in
+            pixels, each `patch_size * 2**k` with k in [-2, 2] (4, 8, 16, 32, 64 for 16-pixel patches), makes the
+            backbone return one map per stride through the simple feature pyramid of ViTDet (Li et al. 2022,
+            arXiv 2203.16527, Sec. 3; `feature_pyramid.py`). `out_indices` then names its source stages: one stage
+            feeds every level (ViTDet), or one stage per stride, in order. Needs `reshape_hidden_states=True`.
+        pyramid_channels: channels of every pyramid map (`backbone.channels == [pyramid_channels] * len(strides)`).
     """
 
     model_type = "dinov3_hf_vit"
@@ -125,6 +131,8 @@ class Dinov3HfViTConfig(PretrainingDataMixin, BackboneConfigMixin, PretrainedCon
         out_indices: list[int] | None = None,
         reshape_hidden_states: bool = True,
         apply_layernorm: bool = True,
+        pyramid_strides: list[int] | None = None,
+        pyramid_channels: int = 256,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -158,6 +166,8 @@ class Dinov3HfViTConfig(PretrainingDataMixin, BackboneConfigMixin, PretrainedCon
         self.pretraining_data = pretraining_data
         self.reshape_hidden_states = reshape_hidden_states
         self.apply_layernorm = apply_layernorm
+        self.pyramid_strides = list(pyramid_strides) if pyramid_strides is not None else None
+        self.pyramid_channels = pyramid_channels
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, num_hidden_layers + 1)]
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         self.validate_dinov3_vit()  # a plain ValueError here; `@strict` then runs every validator via `validate()`
@@ -185,6 +195,32 @@ class Dinov3HfViTConfig(PretrainingDataMixin, BackboneConfigMixin, PretrainedCon
             raise ValueError(f"rope_dtype must name a float dtype such as 'float32', got {self.rope_dtype!r}.")
         if self.pretraining_data not in PRETRAINING_DATA:
             raise ValueError(f"pretraining_data must be one of {PRETRAINING_DATA}, got {self.pretraining_data!r}.")
+        if self.pyramid_strides is not None:
+            self.check_pyramid()
+
+    def check_pyramid(self) -> None:
+        """Raise a ValueError naming the first pyramid field inconsistent with the rest of the config (also run by
+        the backbone, since `from_pretrained(..., pyramid_strides=...)` sets fields after `__init__`)."""
+        strides, p = self.pyramid_strides, self.patch_size
+        allowed = [p * 2**k // 4 for k in range(5) if p * 2**k % 4 == 0]
+        if not strides or any(not isinstance(s, int) or s not in allowed for s in strides):
+            raise ValueError(
+                f"pyramid_strides={strides}: each stride must be patch_size * 2**k with k in [-2, 2], i.e. one of "
+                f"{allowed} for patch_size={p}; pass e.g. pyramid_strides={[s for s in allowed if s != p * 4]}."
+            )
+        if list(strides) != sorted(set(strides)):
+            raise ValueError(
+                f"pyramid_strides={strides} must be unique and ascending; pass {sorted(set(strides))}."
+            )
+        if len(self.out_indices) not in (1, len(strides)):
+            raise ValueError(
+                f"out_indices={self.out_indices} gives {len(self.out_indices)} source stages for {len(strides)} "
+                f"pyramid strides; pass one index (that stage feeds every level) or {len(strides)} (one per stride)."
+            )
+        if not isinstance(self.pyramid_channels, int) or self.pyramid_channels <= 0:
+            raise ValueError(f"pyramid_channels must be a positive int, got {self.pyramid_channels!r}.")
+        if not self.reshape_hidden_states:
+            raise ValueError("The feature pyramid works on NCHW maps; pass reshape_hidden_states=True.")
 
     @property
     def head_dim(self) -> int:

@@ -19,9 +19,11 @@ from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPoo
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 
+from ..convnext.modeling import ChannelsFirstLayerNorm
 from ..padding import grid_masks, image_grids, image_tokens, token_index
 from ..pretrained import Dinov3HfPreTrainedModel
 from .configuration import Dinov3HfViTConfig
+from .feature_pyramid import Dinov3HfViTFeaturePyramid
 from .layers.attention import LinearKMaskedBias, key_padding_mask
 from .layers.block import SelfAttentionBlock
 from .layers.layer_scale import LayerScale
@@ -100,11 +102,13 @@ class Dinov3HfViTPreTrainedModel(Dinov3HfPreTrainedModel):
                 init.zeros_(module.bias)
             if isinstance(module, LinearKMaskedBias):
                 init.copy_(module.bias_mask, module.default_bias_mask())
-        elif isinstance(module, nn.Conv2d):  # the patch embedding: U(-b, b) with b = 1 / sqrt(fan_in)
+        elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            # the patch embedding and the feature pyramid's convs: U(-b, b) with b = 1 / sqrt(fan_in)
             bound = math.sqrt(1 / (module.in_channels * module.kernel_size[0] * module.kernel_size[1]))
             init.uniform_(module.weight, -bound, bound)
-            init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, nn.LayerNorm):
+            if module.bias is not None:
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (nn.LayerNorm, ChannelsFirstLayerNorm)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, LayerScale):
@@ -370,12 +374,27 @@ class Dinov3HfViTBackbone(BackboneMixin, Dinov3HfViTModel):
 
     `config.apply_layernorm` applies the final norm to each map; `config.reshape_hidden_states=True` returns
     NCHW patch maps (UperNet, Mask2Former), False returns (B, 1 + N, C) CLS + patch tokens (DPT).
+    With `config.pyramid_strides`, the selected stages feed the simple feature pyramid (`feature_pyramid.py`) and
+    the feature maps are its levels, ascending strides, `channels == [pyramid_channels] * len(pyramid_strides)`.
     `output_hidden_states` / `output_attentions` default to the config's flags, as in `Dinov3HfViTModel`.
     """
 
     def __init__(self, config: Dinov3HfViTConfig):
         super().__init__(config)
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        if config.pyramid_strides is not None:
+            config.check_pyramid()
+            self.pyramid = Dinov3HfViTFeaturePyramid(
+                config.hidden_size, config.patch_size, config.pyramid_strides, config.pyramid_channels
+            )
+            self.post_init()  # initialises the pyramid only: the ViT's modules are marked initialised already
+
+    @property
+    def channels(self) -> list[int]:
+        """Channels of each feature map."""
+        if self.config.pyramid_strides is None:
+            return super().channels
+        return [self.config.pyramid_channels] * len(self.config.pyramid_strides)
 
     def forward(
         self,
@@ -409,6 +428,8 @@ class Dinov3HfViTBackbone(BackboneMixin, Dinov3HfViTModel):
             else:
                 fmap = torch.cat([hidden[:, :1], hidden[:, split:]], dim=1)
             feature_maps.append(fmap)
+        if self.config.pyramid_strides is not None:
+            feature_maps = self.pyramid(feature_maps)
         output = BackboneOutput(
             feature_maps=tuple(feature_maps),
             hidden_states=tuple(stages) if output_hidden_states else None,
