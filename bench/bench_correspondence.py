@@ -23,6 +23,7 @@ its keypoint in A, in pixels of B, and PCK@alpha the fraction of errors below al
     python bench/bench_correspondence.py            # about 5 minutes on 2 shared CPU cores
     python bench/bench_correspondence.py --quick    # one photo, one view
     python bench/bench_correspondence.py --model runs/photos_cpu/teacher_backbone   # a backbone you trained
+    python bench/bench_correspondence.py --model runs/photos_cpu/teacher_backbone --blocks 0 1   # and its early blocks
 
 Results go to bench/results/correspondence.{json,md}.
 """
@@ -47,6 +48,7 @@ from transformers import AutoImageProcessor
 
 from dinov3_hf import Dinov3HfViTConfig, Dinov3HfViTModel
 from dinov3_hf.dense import RawPixelPatches, grid_to_pixels, match_features, patch_feature_grid
+from dinov3_hf.dense.correspondence import PixelPatchOutput
 from dinov3_hf.dense.upsample import upsample_features
 from dinov3_hf.metrics import pck
 from dinov3_hf.pretrained_models import default_model_path
@@ -144,16 +146,32 @@ def methods() -> list[dict]:
     ]
 
 
-def model_methods(path: Path, size: int) -> list[dict]:
-    """A saved backbone folder (e.g. a run's teacher_backbone/), its architecture at random init and raw-pixel patches
-    at its patch size, all with the folder's processor at `size` pixels (shorter side)."""
+class BlockFeatures(torch.nn.Module):
+    """A ViT's patch tokens after block `block` (0-based), through the final LayerNorm, with the backbone interface
+    that `patch_feature_grid` takes (`config.output_stride`, `patch_tokens`)."""
+
+    def __init__(self, backbone: Dinov3HfViTModel, block: int):
+        super().__init__()
+        self.backbone, self.block, self.config = backbone, block, backbone.config
+
+    def forward(self, pixel_values: torch.Tensor) -> PixelPatchOutput:
+        (tokens,) = self.backbone.get_intermediate_layers(pixel_values, n=[self.block], norm=True)
+        return PixelPatchOutput(patch_tokens=tokens)
+
+
+def model_methods(path: Path, size: int, blocks: list[int]) -> list[dict]:
+    """A saved backbone folder (e.g. a run's teacher_backbone/) at its last block and at each of `blocks`, its
+    architecture at random init and raw-pixel patches at its patch size, all with the folder's processor at `size`
+    pixels (shorter side)."""
     processor = AutoImageProcessor.from_pretrained(path)
     config = Dinov3HfViTConfig.from_pretrained(path)
     torch.manual_seed(0)
     random_init = Dinov3HfViTModel(config).eval()
+    trained = Dinov3HfViTModel.from_pretrained(path).eval()
     return [
-        {"name": f"{path.name} ({path})", "model": Dinov3HfViTModel.from_pretrained(path).eval(),
-         "processor": processor, "size": size},
+        {"name": f"{path.name} ({path})", "model": trained, "processor": processor, "size": size},
+        *({"name": f"{path.name}, block {block}", "model": BlockFeatures(trained, block), "processor": processor,
+           "size": size} for block in blocks),
         {"name": "same architecture, random init", "model": random_init, "processor": processor, "size": size},
         {"name": f"raw pixels, {config.patch_size} px patches",
          "model": RawPixelPatches(config.patch_size, subtract_mean=False), "processor": processor, "size": size},
@@ -266,6 +284,8 @@ def main() -> None:
                         help="a saved ViT backbone folder: evaluate it, its architecture at random init and raw pixels "
                         "instead of the default methods; results go to correspondence_model.{json,md}")
     parser.add_argument("--size", type=int, default=224, help="shorter side in pixels for --model")
+    parser.add_argument("--blocks", type=int, nargs="*", default=[],
+                        help="with --model: also match its patch tokens after these blocks (0-based, final norm)")
     args = parser.parse_args()
     if args.model is not None and not (args.model / "config.json").is_file():
         parser.error(f"--model {args.model} is not a saved backbone folder (no config.json); pass e.g. a run's "
@@ -279,7 +299,7 @@ def main() -> None:
         print(f"Graffiti pair not found under {GRAFFITI} (apt-get install opencv-doc); skipped.")
     start = time.perf_counter()
     results, grids = {}, {}
-    for method in methods() if args.model is None else model_methods(args.model, args.size):
+    for method in methods() if args.model is None else model_methods(args.model, args.size, args.blocks):
         results[method["name"]] = {}
         for pair in pairs:
             results[method["name"]][pair["name"]] = evaluate(method, pair)

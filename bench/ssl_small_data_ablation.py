@@ -33,6 +33,10 @@ CONFIG = REPO / "training" / "configs" / "fashion_mnist_small_cpu.yaml"
 OFFICIAL_HEADS = [f"recipe.{head}.{key}={value}" for head in ("dino_head", "ibot_head")
                   for key, value in (("normalize_prototypes", "false"), ("prototypes", 1024))]
 
+T004 = "recipe.teacher_temp={kind: constant, value: 0.04}"
+NO_BLUR = "global_blur_probabilities: [0, 0], local_blur_probability: 0"
+NO_SOLARIZE = "global_solarize_probabilities: [0, 0]"
+
 # name -> (what changes against the recipe, overrides)
 ARMS: dict[str, tuple[str, list[str]]] = {
     "recipe": ("the small-data recipe (fashion_mnist_small_cpu.yaml)", []),
@@ -58,6 +62,17 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "no_last_layer_wd": ("no weight decay on the prototypes", ["recipe.last_layer_wd_multiplier=0"]),
     "layerscale_1e-5": ("LayerScale init 1e-5 (official)", ["recipe.backbone.layerscale_init=1e-5"]),
     "local_scale_0.2_0.5": ("local crops 16 px, scale 0.2-0.5", ["recipe.local_size=16", "recipe.local_scale=[0.2, 0.5]"]),
+    # crops and photometric distortions for 28-px images, at the teacher temperature that makes DINO learn
+    "t0.04_no_blur": ("teacher temperature 0.04, no blur", [T004, f"recipe.distortions={{{NO_BLUR}}}"]),
+    "t0.04_no_blur_solarize": ("teacher temperature 0.04, no blur, no solarize", [
+        T004, f"recipe.distortions={{{NO_BLUR}, {NO_SOLARIZE}}}"]),
+    "t0.04_no_photometric": ("teacher temperature 0.04, no colour jitter, grayscale, blur or solarize", [
+        T004, f"recipe.distortions={{{NO_BLUR}, {NO_SOLARIZE}, color_jitter_probability: 0, grayscale_probability: 0}}"]),
+    "t0.04_blur_both_globals": ("teacher temperature 0.04, global crop 1 blurred too (p = 0.5)", [
+        T004, "recipe.distortions={global_blur_probabilities: [0.5, 0.9]}"]),
+    "t0.04_global_scale_0.6": ("teacher temperature 0.04, global crops scale 0.6-1", [T004, "recipe.global_scale=[0.6, 1.0]"]),
+    "t0.04_global_scale_0.2": ("teacher temperature 0.04, global crops scale 0.2-1", [T004, "recipe.global_scale=[0.2, 1.0]"]),
+    "t0.04_6_local_crops": ("teacher temperature 0.04, 6 local crops", [T004, "recipe.n_local_crops=6"]),
 }
 
 

@@ -173,3 +173,37 @@ def test_gram_crops_are_undistorted_views_of_the_global_base_crop(global_size, g
         expected = (TF.to_dtype(TF.pil_to_tensor(resized), torch.float32, scale=True) - MEAN) / STD
         torch.testing.assert_close(small, expected, atol=1e-5, rtol=0, msg=f"view {view}")
     assert not torch.equal(out["gram_crops"][0], out["gram_crops"][1])
+
+
+def test_distortion_overrides_change_the_pipelines_and_reject_bad_values():
+    """`distortions` overrides per instance; the class keeps the official values."""
+    aug = MultiCropAugmentation(global_size=16, local_size=8, n_local_crops=2, distortions={
+        "global_blur_probabilities": [0, 0], "local_blur_probability": 0, "global_solarize_probabilities": [0, 0.5],
+        "color_jitter_probability": 0.3, "blur_sigma": [0.1, 1.0]})
+    global_1, global_2 = aug.global_transforms
+    assert _find(global_1, v2.GaussianBlur) == _find(global_2, v2.GaussianBlur) == []
+    assert _find(aug.local_transform, v2.GaussianBlur) == []
+    (solarize_2,) = _find(global_2, v2.RandomSolarize)
+    assert solarize_2.p == 0.5 and _find(global_1, v2.RandomSolarize) == []
+    assert [t.p for t in global_1 if isinstance(t, v2.RandomApply)] == [0.3]  # the colour jitter
+    assert MultiCropAugmentation.global_blur_probabilities == (0.0, 0.9)
+    default_2 = MultiCropAugmentation(global_size=16, local_size=8, n_local_crops=2).global_transforms[1]
+    assert len(_find(default_2, v2.GaussianBlur)) == 1
+    with pytest.raises(ValueError, match=r"Unknown distortion settings \['blur'\]; known: color_jitter_probability"):
+        MultiCropAugmentation(distortions={"blur": 0})
+    with pytest.raises(ValueError, match=r"local_blur_probability must be probabilities in \[0, 1\], got 1.5"):
+        MultiCropAugmentation(distortions={"local_blur_probability": 1.5})
+    with pytest.raises(ValueError, match="global_blur_probabilities needs 2 values"):
+        MultiCropAugmentation(distortions={"global_blur_probabilities": [0.5]})
+
+
+def test_recipe_distortions_reach_the_training_crops(tmp_path):
+    from test_pretraining import tiny_config
+
+    from dinov3_hf.ssl.pretraining import build_trainer
+
+    config = tiny_config(tmp_path)
+    config["recipe"] = {**config["recipe"], "distortions": {"local_blur_probability": 0.0}}
+    augmentation = build_trainer(config).data_collator.augmentation
+    assert augmentation.local_blur_probability == 0.0 and _find(augmentation.local_transform, v2.GaussianBlur) == []
+    assert augmentation.global_blur_probabilities == (0.0, 0.9)

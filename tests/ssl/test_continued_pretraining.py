@@ -206,3 +206,19 @@ def test_continued_pretraining_recipe_and_errors(tmp_path):
                                       "students": [{"name": "s", "backbone": {"preset": "vits16"}}]})
     with pytest.raises(FileNotFoundError, match="does not exist.*official .pth"):
         SSLMetaArch(PretrainConfig.from_dict({"init_from": str(tmp_path / "missing" / "weights.pth")}))
+
+
+def test_pasted_objects_data_kind_gives_the_generated_images():
+    """data.kind pasted_objects: the unlabelled images of make_pasted_objects, pixel for pixel, in index order."""
+    import numpy as np
+
+    from dinov3_hf.data import make_pasted_objects
+    from dinov3_hf.ssl.pretraining import load_image_dataset
+
+    dataset = load_image_dataset({"kind": "pasted_objects", "n_images": 3, "image_size": 32, "seed": 7})
+    expected = make_pasted_objects(3, image_size=32, seed=7)
+    assert len(dataset) == 3
+    for row, record in zip(dataset, expected):
+        np.testing.assert_array_equal(np.asarray(row["image"].convert("RGB")), np.asarray(record.image))
+    with pytest.raises(ValueError, match="n_images"):
+        load_image_dataset({"kind": "pasted_objects"})

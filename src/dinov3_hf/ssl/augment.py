@@ -13,13 +13,17 @@ Per image (all randomness from torch's global RNG, which the collator seeds per 
   (The official code passes 1 − p to its blur, hence "global 1 never blurred, global 2 with p=0.9".)
 - Finally float in [0, 1] and Normalize(mean, std).
 
+`distortions` overrides these distortion settings by attribute name (`DISTORTION_KEYS`; the defaults are the
+official values), e.g. {"local_blur_probability": 0} for images too small to blur.
+
 The crop pipelines are `nn.Sequential`s of torchvision v2 transforms (`global_transforms`, `local_transform`,
 `gram_transform`), so their steps can be inspected; blur / solarize steps of probability 0 are left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -28,6 +32,11 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 BICUBIC = v2.InterpolationMode.BICUBIC
+# the distortion settings a recipe may override (`MultiCropAugmentation(distortions=...)`, `recipe.distortions`)
+DISTORTION_KEYS = (
+    "color_jitter_probability", "grayscale_probability", "global_blur_probabilities", "global_solarize_probabilities",
+    "local_blur_probability", "blur_kernel_size", "blur_sigma", "solarize_threshold",
+)
 
 
 class MultiCropAugmentation:
@@ -56,7 +65,9 @@ class MultiCropAugmentation:
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         gram_size: int | None = None,
+        distortions: Mapping[str, Any] | None = None,
     ) -> None:
+        self._set_distortions(distortions or {})
         if min(global_size, local_size, gram_size or global_size) < 1:
             raise ValueError(f"Crop sizes must be >= 1, got {global_size=}, {local_size=}, {gram_size=}.")
         if n_local_crops < 1:
@@ -94,6 +105,20 @@ class MultiCropAugmentation:
         if gram_size is not None:
             resize_gram = [v2.Resize(gram_size, BICUBIC, antialias=True)] if base_size != gram_size else []
             self.gram_transform = nn.Sequential(*resize_gram, *to_normalized_tensor)
+
+    def _set_distortions(self, distortions: Mapping[str, Any]) -> None:
+        unknown = sorted(set(distortions) - set(DISTORTION_KEYS))
+        if unknown:
+            raise ValueError(f"Unknown distortion settings {unknown}; known: {', '.join(DISTORTION_KEYS)}.")
+        for name, value in distortions.items():
+            if name.endswith(("_probability", "_probabilities")):
+                values = value if name.endswith("_probabilities") else [value]
+                if name.endswith("_probabilities") and len(values) != 2:
+                    raise ValueError(f"{name} needs 2 values (global crops 1 and 2), got {value}.")
+                if not all(0.0 <= float(v) <= 1.0 for v in values):
+                    raise ValueError(f"{name} must be probabilities in [0, 1], got {value}.")
+                value = tuple(float(v) for v in values) if name.endswith("_probabilities") else float(value)
+            setattr(self, name, value)
 
     def _distortions(self, blur_probability: float, solarize_probability: float) -> list[nn.Module]:
         steps: list[nn.Module] = [

@@ -92,6 +92,9 @@ class PretrainConfig:
     global_scale: tuple[float, float] = (0.32, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.32)
     horizontal_flips: bool = False
+    # photometric distortions: overrides of `augment.DISTORTION_KEYS` (default: the official values), e.g.
+    # {local_blur_probability: 0, global_blur_probabilities: [0, 0]}
+    distortions: dict[str, Any] = field(default_factory=dict)
     # mixed resolutions (high-resolution adaptation): one triple drawn per batch with a seeded RNG, the same on every
     # rank; when set it replaces global_size / local_size / gram.teacher_size
     resolutions: list[CropResolution] | None = None

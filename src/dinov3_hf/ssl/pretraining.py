@@ -27,7 +27,7 @@ LOG_HISTORY_FILE = "log_history.json"  # written into the output folder at the e
 DATASET_IDS = {"fashion_mnist": "zalando-datasets/fashion_mnist"}  # Hub ids of the data kinds, for model cards
 logger = logging.get_logger(__name__)
 
-DATA_KINDS = ("fashion_mnist", "imagefolder", "hub")
+DATA_KINDS = ("fashion_mnist", "imagefolder", "hub", "pasted_objects")
 
 
 def load_image_dataset(data: dict[str, Any]):
@@ -35,7 +35,8 @@ def load_image_dataset(data: dict[str, Any]):
 
     kinds: fashion_mnist {split, limit, offset}; imagefolder {path} (a folder of image files, in class subfolders or
     not); hub {name, config, split}: any dataset `datasets.load_dataset(name, config)` reads (a Hub id, a local
-    dataset folder, a loader name). The images are read from column `image_key` (default "image"); images that
+    dataset folder, a loader name); pasted_objects {n_images, image_size, seed}: the unlabelled images of
+    `dinov3_hf.data.make_pasted_objects` on its training textures (the detection examples' domain). The images are read from column `image_key` (default "image"); images that
     cannot be decoded are skipped and counted during training, at most a share `max_unreadable_fraction` (default
     0.01) of the dataset per epoch (see `trainer.UnreadableImagesCallback`).
     """
@@ -52,6 +53,14 @@ def load_image_dataset(data: dict[str, Any]):
         return datasets.load_dataset("imagefolder", data_dir=data["path"], split="train")
     if kind == "hub":
         return datasets.load_dataset(data["name"], data.get("config"), split=data.get("split", "train"))
+    if kind == "pasted_objects":
+        from ..data import make_pasted_objects
+
+        if "n_images" not in data:
+            raise ValueError("data.n_images (how many images to generate) is required for data.kind pasted_objects.")
+        records = make_pasted_objects(int(data["n_images"]), data.get("image_size", 64), data.get("seed", 0))
+        return datasets.Dataset.from_dict({"image": [record.image for record in records]},
+                                          features=datasets.Features({"image": datasets.Image()}))
     raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {kind!r}.")
 
 
@@ -92,7 +101,7 @@ def build_trainer(config: dict[str, Any], train_dataset=None) -> SSLTrainer:
             global_size=round(sizes.global_size * crop_scale), local_size=round(sizes.local_size * crop_scale),
             n_local_crops=recipe.n_local_crops, global_scale=recipe.global_scale, local_scale=recipe.local_scale,
             horizontal_flips=recipe.horizontal_flips, mean=backbone_config.image_mean, std=backbone_config.image_std,
-            gram_size=sizes.gram_size,
+            gram_size=sizes.gram_size, distortions=recipe.distortions,
         )
         return MultiCropCollator(
             augmentation, patch_size=round(backbone_config.patch_size * crop_scale),
