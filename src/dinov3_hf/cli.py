@@ -408,6 +408,14 @@ def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
         help="linear probes: the backbone layers whose features the probe was trained on (default the last)",
     )
     parser.add_argument(
+        "--interaction-indexes",
+        type=int,
+        nargs=4,
+        metavar="BLOCK",
+        help="--head dinov3_vit7b16_ms: the 4 ViT blocks (0-based) the adapter was trained on; the file does not "
+        "record them (default: the official four even intervals of the backbone's depth, 9 19 29 39 on the 7B)",
+    )
+    parser.add_argument(
         "--push-to-hub",
         metavar="REPO_ID",
         help="then upload DST (with its model card) to this Hub model repo as one commit (--to dinov3_hf only; log "
@@ -493,6 +501,12 @@ def _convert_head(args: argparse.Namespace) -> int:
 
     if args.layers and args.head not in LINEAR_PROBES:
         raise CliError(f"--layers applies to the linear probes ({', '.join(LINEAR_PROBES)}), not to {args.head}.")
+    segmentor = "dinov3_vit7b16_ms"
+    if args.interaction_indexes and (args.head != segmentor or args.to != "dinov3_hf"):
+        raise CliError(
+            f"--interaction-indexes applies to --head {segmentor} --to dinov3_hf (the adapter's ViT blocks), not to "
+            f"--head {args.head} --to {args.to}."
+        )
     try:
         if args.to == "official":
             config = AutoConfig.from_pretrained(args.src)
@@ -508,6 +522,8 @@ def _convert_head(args: argparse.Namespace) -> int:
                 f"model) to --to official; got --to {args.to!r}, --backbone {args.backbone!r}."
             )
         fields = {"layers": args.layers} if args.layers else {}
+        if args.interaction_indexes:
+            fields["interaction_indexes"] = args.interaction_indexes
         model = build_official_head_model(args.head, args.src, args.backbone, args.backbone_arch, **fields)
     except (CheckpointError, OSError, ValueError) as err:
         raise CliError(str(err)) from err
@@ -516,6 +532,10 @@ def _convert_head(args: argparse.Namespace) -> int:
     processor_class = Dinov3HfDetectionImageProcessor if is_detector else Dinov3HfImageProcessor
     processor_class.for_model_config(model.config).save_pretrained(args.dst)
     print(f"Wrote {type(model).__name__} and its image processor to {args.dst}", file=sys.stderr)
+    if args.head == segmentor:
+        indexes = model.config.backbone_config.interaction_indexes
+        origin = "--interaction-indexes" if args.interaction_indexes else "the official four even intervals"
+        print(f"The adapter reads ViT blocks {indexes} ({origin}).", file=sys.stderr)
     return 0
 
 

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForUniversalSegmentation
+from transformers import AutoConfig, AutoModelForUniversalSegmentation
 
 from dinov3_hf.cli import main
 from dinov3_hf.convert import CheckpointError
@@ -26,7 +26,8 @@ from dinov3_hf.models.heads.adapter_mask2former import (
     Dinov3HfAdapterMask2FormerConfig,
     Dinov3HfAdapterMask2FormerForUniversalSegmentation,
 )
-from dinov3_hf.models.heads.vit_adapter import DWConv, Dinov3HfViTAdapterConfig, reference_points
+from dinov3_hf.convert.segmentation_head import official_segmentor_config_from_state
+from dinov3_hf.models.heads.vit_adapter import DWConv, Dinov3HfViTAdapterConfig, four_even_intervals, reference_points
 from dinov3_hf.models.vit import Dinov3HfViTConfig, Dinov3HfViTModel
 
 D, INPLANE, HIDDEN, FFN, HEADS, ENC, DEC, QUERIES, LABELS = 64, 16, 64, 128, 4, 2, 3, 6, 5
@@ -432,7 +433,18 @@ def test_clear_errors(model):
         load_official_head(model, state)
 
 
-def test_cli_exports_the_official_file_and_names_a_too_small_backbone(model, official_state, tmp_path, capsys):
+def head_fields(config: Dinov3HfAdapterMask2FormerConfig) -> dict:
+    """The config without the ViT's file metadata (where it was read from, its dtype and class name)."""
+    fields = config.to_diff_dict()
+    for key in ("_name_or_path", "architectures", "dtype"):
+        fields["backbone_config"]["vit_config"].pop(key, None)
+    return fields
+
+
+def test_cli_exports_the_official_file_and_converts_it_back_on_a_smaller_vit(model, official_state, tmp_path, capsys):
+    """The head file alone, on a 4-block ViT: every size comes from the file (the tiny sizes differ from the
+    release's in each field) and the adapter reads the official four even intervals [0, 1, 2, 3]; a too-small
+    backbone for explicit indexes is named with the rule's indexes."""
     model.save_pretrained(tmp_path / "ours")
     assert main(["convert", str(tmp_path / "ours"), str(tmp_path / "head.pth"), "--head", "dinov3_vit7b16_ms",
                  "--to", "official"]) == 0
@@ -440,7 +452,43 @@ def test_cli_exports_the_official_file_and_names_a_too_small_backbone(model, off
     assert set(saved) == set(official_state) and all(torch.equal(saved[k], v) for k, v in official_state.items())
     model.vit.save_pretrained(tmp_path / "vit")
     assert main(["convert", str(tmp_path / "head.pth"), str(tmp_path / "out"), "--head", "dinov3_vit7b16_ms",
-                 "--backbone", str(tmp_path / "vit")]) == 1
-    assert "interaction_indexes=[0, 1, 2, 3]" in capsys.readouterr().err
+                 "--backbone", str(tmp_path / "vit")]) == 0
+    assert "ViT blocks [0, 1, 2, 3] (the official four even intervals)" in capsys.readouterr().err
+    converted = AutoModelForUniversalSegmentation.from_pretrained(tmp_path / "out").eval()
+    converted_config, original_config = (AutoConfig.from_pretrained(tmp_path / name) for name in ("out", "ours"))
+    assert head_fields(converted_config) == head_fields(original_config)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ours, theirs = converted(x), model(x)
+    assert torch.equal(ours.class_queries_logits, theirs.class_queries_logits)
+    assert torch.equal(ours.masks_queries_logits, theirs.masks_queries_logits)
+    # explicit indexes: used as given, and named when the backbone is too small for them
+    assert main(["convert", str(tmp_path / "head.pth"), str(tmp_path / "out2"), "--head", "dinov3_vit7b16_ms",
+                 "--backbone", str(tmp_path / "vit"), "--interaction-indexes", "0", "0", "2", "3"]) == 0
+    assert "ViT blocks [0, 0, 2, 3] (--interaction-indexes)" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "head.pth"), str(tmp_path / "out3"), "--head", "dinov3_vit7b16_ms",
+                 "--backbone", str(tmp_path / "vit"), "--interaction-indexes", "9", "19", "29", "39"]) == 1
+    err = capsys.readouterr().err
+    assert "interaction_indexes=[9, 19, 29, 39] must be 4 block indices" in err and "[0, 1, 2, 3]" in err
+    assert main(["convert", str(tmp_path / "head.pth"), str(tmp_path / "out4"), "--head", "dinov3_vit7b16_lc",
+                 "--backbone", str(tmp_path / "vit"), "--interaction-indexes", "0", "1", "2", "3"]) == 1
+    assert "--interaction-indexes applies to --head dinov3_vit7b16_ms" in capsys.readouterr().err
     with pytest.raises(ValueError, match="interaction_indexes"):
-        build_official_head_model("dinov3_vit7b16_ms", official_state, model.vit)
+        build_official_head_model("dinov3_vit7b16_ms", official_state, model.vit, interaction_indexes=[9, 19, 29, 39])
+
+
+def test_sizes_read_from_the_file_give_the_release_config_and_the_official_layer_rule():
+    """On the release's key shapes (meta tensors) the inferred config is `official_head_config`'s; the adapter's
+    default blocks follow the official FOUR_EVEN_INTERVALS, with ViT-L pinned to the paper's [4, 11, 17, 23]."""
+    release = official_head_config("dinov3_vit7b16_ms")
+    state = {k: torch.empty(s, device="meta") for k, s in official_head_shapes(release).items()}
+    inferred = official_segmentor_config_from_state(state, release.backbone_config.vit_config)
+    assert inferred.to_diff_dict() == release.to_diff_dict()
+    assert [four_even_intervals(depth) for depth in (12, 24, 32, 40)] == [
+        [2, 5, 8, 11], [4, 11, 17, 23], [7, 15, 23, 31], [9, 19, 29, 39]
+    ]
+    narrow = Dinov3HfViTConfig(hidden_size=128, num_hidden_layers=40, num_attention_heads=4)
+    with pytest.raises(CheckpointError, match=r"ViT of width 4096 .*hidden_size=128"):
+        official_segmentor_config_from_state(state, narrow)
+    with pytest.raises(CheckpointError, match="not the ADE20K Mask2Former segmentor"):
+        official_segmentor_config_from_state({"weight": torch.zeros(2)}, narrow)

@@ -72,6 +72,7 @@ from .detection_head import (
 )
 from .segmentation_head import (
     load_official_segmentor,
+    official_segmentor_config_from_state,
     official_segmentor_shapes,
     official_segmentor_to_ours,
     ours_to_official_segmentor,
@@ -416,18 +417,26 @@ def build_official_head_model(
 
     `name`: a released head (`OFFICIAL_HEADS`; `overrides` change its config), or "linear_segmentation" /
     "linear_depth" for a linear probe of the official training scripts (config from the file, see
-    `official_linear_probe_config`; `overrides` e.g. `layers=[...]`)."""
+    `official_linear_probe_config`; `overrides` e.g. `layers=[...]`). The detector and the segmentor take their
+    sizes from the file too (`plain_detr_config_from_state`, `official_segmentor_config_from_state`), so heads the
+    official code trained on other backbones load as well (e.g. `interaction_indexes=[...]` overrides the rule)."""
     spec = OFFICIAL_HEADS.get(name)
     if spec is None and name not in LINEAR_PROBES:
         raise CheckpointError(
             f"Unknown official head {name!r}; known: {', '.join([*OFFICIAL_HEADS, *LINEAR_PROBES])}."
         )
     detector = spec is not None and spec.task == "detection"
-    if isinstance(backbone, (str, os.PathLike)) and (spec is None or detector or Path(backbone).is_file()):
+    segmentor = spec is not None and spec.task == "universal_segmentation"
+    if isinstance(backbone, (str, os.PathLike)) and (
+        spec is None or detector or segmentor or Path(backbone).is_file()
+    ):
         backbone = load_model(backbone, arch=backbone_arch or (spec.backbone_preset if spec else None))
     if detector:  # head sizes from the file (`plain_detr_config_from_state`), on the given ViT
         head = read_plain_detr_file(head)
         config = plain_detr_config_from_state(head, backbone.config, **overrides)
+    elif segmentor:  # head sizes from the file, interaction indexes by the official rule unless overridden
+        head = load_pth(head, backbone_only=False) if isinstance(head, (str, os.PathLike)) else head
+        config = official_segmentor_config_from_state(head, backbone.config, **overrides)
     elif spec is None:
         state = load_pth(head) if isinstance(head, (str, os.PathLike)) else head
         config = official_linear_probe_config(name, state, backbone.config, **overrides)

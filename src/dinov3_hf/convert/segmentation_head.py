@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,6 +31,8 @@ from ..models.heads.adapter_mask2former import (
     Dinov3HfAdapterMask2FormerConfig,
     Dinov3HfAdapterMask2FormerForUniversalSegmentation,
 )
+from ..models.heads.vit_adapter import Dinov3HfViTAdapterConfig, four_even_intervals
+from ..models.vit import Dinov3HfViTConfig
 from .checkpoints import check_state
 from .detection_head import describe_checkpoint
 from .sources import CheckpointError, load_pth
@@ -104,6 +107,96 @@ def _layout(model_state: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, ...
     return layout
 
 
+# the adapter fields among `official_segmentor_config_from_state`'s overrides (the rest are Mask2Former fields)
+_ADAPTER_FIELDS = ("interaction_indexes", "conv_inplane", "deform_num_heads", "n_points", "deform_ratio", "cffn_ratio")
+# transformers' pixel-decoder encoder, as the official `MSDeformAttnPixelDecoder`: 3 feature levels, 4 sampling points
+_ENCODER_LEVELS, _ENCODER_POINTS = 3, 4
+
+
+def _not_a_segmentor(state: Mapping[str, torch.Tensor], what: str) -> CheckpointError:
+    return CheckpointError(
+        f"The {what} is not the ADE20K Mask2Former segmentor's (dinov3_vit7b16_ms): it has none of its "
+        f"{ADAPTER}* (adapter), {_PD}* or {_PR}* keys. It looks like {describe_checkpoint(state)}."
+    )
+
+
+def official_segmentor_config_from_state(
+    state: Mapping[str, torch.Tensor], backbone_config: Dinov3HfViTConfig, **fields: Any
+) -> Dinov3HfAdapterMask2FormerConfig:
+    """The segmentor config that fits an official segmentor state dict on the ViT `backbone_config`, read from the
+    key shapes: hidden_dim and num_queries (`query_feat` [Q, C]), num_labels (`class_embed` rows - 1), the FFN widths,
+    the encoder / decoder layer counts, the attention heads (pixel-decoder `attention_weights` rows / (3 levels x 4
+    points)), the adapter's conv_inplane, deform_ratio, cffn_ratio and n_points (for `deform_num_heads`, default 16).
+    The file does not record the ViT blocks the adapter read: `interaction_indexes` defaults to the official rule
+    (`four_even_intervals`, [9, 19, 29, 39] on the 7B). `fields` win over everything inferred. On the release file
+    this gives `official_head_config("dinov3_vit7b16_ms")`."""
+    if not isinstance(backbone_config, Dinov3HfViTConfig):
+        raise CheckpointError(
+            "The segmentor's ViT-Adapter runs on a DINOv3 ViT; the backbone given is a "
+            f"{type(backbone_config).__name__}."
+        )
+    extractor = f"{ADAPTER}interactions.0.extractor."
+    needed = {
+        "level_embed": f"{ADAPTER}level_embed",
+        "stem": f"{ADAPTER}spm.stem.0.weight",
+        "value": f"{extractor}attn.value_proj.weight",
+        "weights": f"{extractor}attn.attention_weights.weight",
+        "cffn": f"{extractor}ffn.fc1.weight",
+        "queries": f"{_PR}query_feat.weight",
+        "classes": f"{_PR}class_embed.weight",
+        "ffn": f"{_PR}transformer_ffn_layers.0.linear1.weight",
+        "encoder_ffn": f"{_PD}encoder.encoder.layers.0.linear1.weight",
+        "encoder_weights": f"{_PD}encoder.encoder.layers.0.self_attn.attention_weights.weight",
+    }
+    if not any(k.startswith((ADAPTER, _PD, _PR)) for k in state):
+        raise _not_a_segmentor(state, "state dict")
+    missing = [key for key in needed.values() if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"The segmentor state dict lacks {', '.join(missing)}, needed to read its sizes; it looks like "
+            f"{describe_checkpoint(state)}."
+        )
+    shape = {name: tuple(state[key].shape) for name, key in needed.items()}
+    width = backbone_config.hidden_size
+    if shape["level_embed"][1] != width:
+        raise CheckpointError(
+            f"The segmentor's adapter was trained on a ViT of width {shape['level_embed'][1]} ({ADAPTER}level_embed "
+            f"{list(shape['level_embed'])}); the backbone given has hidden_size={width}. Pass the backbone it was "
+            "trained with."
+        )
+
+    def count(prefix: str) -> int:
+        return len({k[len(prefix) :].split(".")[0] for k in state if k.startswith(prefix)})
+
+    deform_num_heads = fields.get("deform_num_heads", 16)
+    adapter = dict(
+        vit_config=backbone_config,
+        interaction_indexes=four_even_intervals(backbone_config.num_hidden_layers),
+        conv_inplane=shape["stem"][0],
+        deform_num_heads=deform_num_heads,
+        n_points=shape["weights"][0] // deform_num_heads,  # one level per extractor
+        deform_ratio=shape["value"][0] / width,
+        cffn_ratio=shape["cffn"][0] / width,
+    )
+    adapter.update({k: v for k, v in fields.items() if k in _ADAPTER_FIELDS})
+    num_queries, hidden_dim = shape["queries"]
+    inferred = dict(
+        hidden_dim=hidden_dim,
+        num_queries=num_queries,
+        num_labels=shape["classes"][0] - 1,
+        dim_feedforward=shape["ffn"][0],
+        encoder_feedforward_dim=shape["encoder_ffn"][0],
+        num_attention_heads=shape["encoder_weights"][0] // (_ENCODER_LEVELS * _ENCODER_POINTS),
+        encoder_layers=count(f"{_PD}encoder.encoder.layers."),
+        decoder_layers=count(f"{_PR}transformer_self_attention_layers.") + 1,  # transformers counts one more
+    )
+    inferred.update({k: v for k, v in fields.items() if k not in _ADAPTER_FIELDS})
+    try:
+        return Dinov3HfAdapterMask2FormerConfig(backbone_config=Dinov3HfViTAdapterConfig(**adapter), **inferred)
+    except ValueError as err:
+        raise CheckpointError(f"The segmentor head does not fit this backbone: {err}") from None
+
+
 def _meta_model(config: Dinov3HfAdapterMask2FormerConfig) -> Dinov3HfAdapterMask2FormerForUniversalSegmentation:
     with torch.device("meta"):
         return Dinov3HfAdapterMask2FormerForUniversalSegmentation(config)
@@ -129,10 +222,7 @@ def official_segmentor_to_ours(
     (backbone keys, if any, under the ViT's; the self-attention in_proj split in q, k, v; `criterion.empty_weight`
     added)."""
     if not any(k.startswith((ADAPTER, _PD, _PR)) for k in state):
-        raise CheckpointError(
-            f"The {what} is not the ADE20K Mask2Former segmentor's (dinov3_vit7b16_ms): it has none of its "
-            f"{ADAPTER}* (adapter), {_PD}* or {_PR}* keys. It looks like {describe_checkpoint(state)}."
-        )
+        raise _not_a_segmentor(state, what)
     model_state = _meta_model(config).state_dict()
     layout = _layout(model_state)
     head = {k: v for k, v in state.items() if not k.startswith(BACKBONE)}
@@ -147,7 +237,8 @@ def official_segmentor_to_ours(
             f"{err}\n  The layout follows the config: ViT width {config.backbone_config.hidden_size} and "
             f"interaction_indexes, hidden_dim={config.hidden_dim}, dim_feedforward={config.dim_feedforward}, "
             f"decoder_layers={config.decoder_layers} (official layers + 1), num_queries={config.num_queries}, "
-            f"num_labels={config.num_labels}; `official_head_config('dinov3_vit7b16_ms')` is the release.\n  "
+            f"num_labels={config.num_labels}; `official_head_config('dinov3_vit7b16_ms')` is the release, and "
+            f"`official_segmentor_config_from_state` reads the sizes from a file.\n  "
             f"The file looks like {describe_checkpoint(state)}."
         ) from None
     ours: dict[str, torch.Tensor] = {}
@@ -200,6 +291,7 @@ def save_official_segmentor(model: Dinov3HfAdapterMask2FormerForUniversalSegment
 
 __all__ = [
     "load_official_segmentor",
+    "official_segmentor_config_from_state",
     "official_segmentor_shapes",
     "official_segmentor_to_ours",
     "ours_to_official_segmentor",

@@ -29,6 +29,15 @@ from .ms_deform_attn import MSDeformAttn
 ADAPTER_SIZE_MULTIPLE = 32
 
 
+def four_even_intervals(depth: int) -> list[int]:
+    """The official `BackboneLayersSet.FOUR_EVEN_INTERVALS` (`dinov3/eval`), the ViT blocks the segmentation builder
+    gives the adapter: `[k * (depth // 4) - 1 for k = 1..4]`, except ViT-L (24 blocks), which the official code pins to
+    the paper's [4, 11, 17, 23]. 7B (40 blocks): [9, 19, 29, 39]; ViT-S/B (12): [2, 5, 8, 11]."""
+    if depth == 24:
+        return [4, 11, 17, 23]
+    return [k * (depth // 4) - 1 for k in range(1, 5)]
+
+
 @strict
 class Dinov3HfViTAdapterConfig(BackboneConfigMixin, PretrainedConfig):
     r"""Configuration of [`Dinov3HfViTAdapterBackbone`]; defaults are those of the released 7B segmentor
@@ -81,11 +90,11 @@ class Dinov3HfViTAdapterConfig(BackboneConfigMixin, PretrainedConfig):
         """Class validator: raise a ValueError naming the inconsistent field and how to set it."""
         depth, indexes = self.vit_config.num_hidden_layers, self.interaction_indexes
         if len(indexes) != 4 or any(not 0 <= i < depth for i in indexes):
-            even = [m * depth // 4 - 1 for m in range(1, 5)]
             raise ValueError(
                 f"interaction_indexes={indexes} must be 4 block indices of the ViT, in [0, {depth - 1}] for its "
-                f"num_hidden_layers={depth}. Pass interaction_indexes={even} (the official rule, four even "
-                f"intervals m * depth // 4 - 1) to the config, or to `build_official_head_model` / `from_backbone`."
+                f"num_hidden_layers={depth}. Pass interaction_indexes={four_even_intervals(depth)} (the official "
+                "rule, `four_even_intervals`) to the config, or to `build_official_head_model` / `from_backbone` "
+                "(`dinov3-hf convert --interaction-indexes`)."
             )
         value_dim = int(self.vit_config.hidden_size * self.deform_ratio)
         if value_dim % self.deform_num_heads:
