@@ -57,3 +57,21 @@ def test_errors():
         MultiCropCollator(aug, patch_size=10)
     with pytest.raises(ValueError, match="empty batch"):
         MultiCropCollator(aug, patch_size=8)([])
+
+
+def test_seeded_samples_depend_only_on_their_seed_and_leave_the_rngs_alone(monkeypatch):
+    """A sample with a `sample_seed` gets the same crops whatever the global RNG state and the rest of the batch; the
+    CPU generator is restored afterwards and no accelerator generator is reseeded."""
+    collator = MultiCropCollator(MultiCropAugmentation(global_size=32, local_size=16, n_local_crops=2), patch_size=8)
+    samples = [{**sample, "sample_seed": 1000 + b} for b, sample in enumerate(_samples(3))]
+    torch.manual_seed(0)
+    alone = collator(samples[1:2])
+    torch.manual_seed(1)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: pytest.fail("reseeded the CUDA generators"))
+    state = torch.get_rng_state()
+    together = collator(samples)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(together["global_crops"][[1, 4]], alone["global_crops"])
+    assert torch.equal(together["local_crops"][[1, 4]], alone["local_crops"])
+    other_seed = collator([{**samples[1], "sample_seed": 7}])
+    assert not torch.equal(other_seed["global_crops"], alone["global_crops"])
