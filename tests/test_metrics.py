@@ -136,6 +136,35 @@ def test_pixel_features_flatten_images():
     assert torch.equal(features[1], torch.full((6,), 7.0))
 
 
+def test_feature_readouts_against_the_token_outputs():
+    """extract_features: "cls" is the normed CLS token, "patch_mean" the mean of the tokens after the CLS and the
+    registers, "cls+patch_mean" the two unit-normed side by side; batching changes nothing; unknown readouts fail."""
+    from dinov3_hf import Dinov3HfViTConfig, Dinov3HfViTModel
+    from dinov3_hf.metrics import extract_cls_features, extract_features
+
+    torch.manual_seed(0)
+    config = Dinov3HfViTConfig.from_preset("vits16", hidden_size=32, num_attention_heads=2, num_hidden_layers=2,
+                                           patch_size=8, num_register_tokens=2)
+    model = Dinov3HfViTModel(config).eval()
+    pixels = torch.randn(5, 3, 24, 16)
+    images = list(range(5))  # stand-ins: the transform indexes the pixel batch
+
+    def transform(batch):
+        return pixels[list(batch)]
+
+    with torch.no_grad():
+        tokens = model(pixels).last_hidden_state
+    cls, patch_mean = tokens[:, 0], tokens[:, 3:].mean(dim=1)
+    assert torch.allclose(extract_features(model, images, transform, "cls", batch_size=2), cls, atol=1e-6)
+    assert torch.equal(extract_cls_features(model, images, transform), extract_features(model, images, transform))
+    assert torch.allclose(extract_features(model, images, transform, "patch_mean", batch_size=3), patch_mean, atol=1e-6)
+    both = extract_features(model, images, transform, "cls+patch_mean")
+    expected = torch.cat([cls / cls.norm(dim=-1, keepdim=True), patch_mean / patch_mean.norm(dim=-1, keepdim=True)], 1)
+    assert both.shape == (5, 64) and torch.allclose(both, expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"readout must be one of \('cls', 'patch_mean', 'cls\+patch_mean'\)"):
+        extract_features(model, images, transform, "mean")
+
+
 def test_eval_knn_script_reports_model_and_pixel_baselines(capsys, tmp_path):
     """training/eval_knn.py: kNN and linear probe of the shipped model, random init, raw and mean-centred pixels; the
     pixel rows equal a direct computation."""
@@ -151,6 +180,9 @@ def test_eval_knn_script_reports_model_and_pixel_baselines(capsys, tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = module.main(["--bank", "300", "--queries", "100", "--json", str(tmp_path / "r.json")])
+    patch_mean = module.main(["--bank", "300", "--queries", "100", "--readout", "patch_mean"])
+    assert patch_mean["raw pixels"] == results["raw pixels"]  # the readout changes the model rows only
+    assert patch_mean["trained"] != results["trained"]
     assert set(results) == {"trained", "random init", "raw pixels", "mean-centred pixels"}
     bank, queries = load_fashion_mnist("train", limit=300, offset=50000), load_fashion_mnist("test", limit=100)
     bank_x, query_x = pixel_features(bank["image"]), pixel_features(queries["image"])

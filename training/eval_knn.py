@@ -1,10 +1,11 @@
-"""kNN accuracy (k=20, cosine, weighted votes) and linear-probe accuracy of a backbone's CLS features on held-out
-Fashion-MNIST images, against the same architecture at random initialisation and against no model at all (the raw
-pixels, and the pixels minus the bank's mean image).
+"""kNN accuracy (k=20, cosine, weighted votes) and linear-probe accuracy of a backbone's CLS features (or another
+`--readout`) on held-out Fashion-MNIST images, against the same architecture at random initialisation and against no
+model at all (the raw pixels, and the pixels minus the bank's mean image).
 
     python training/eval_knn.py --model runs/fashion_mnist_cpu/teacher_backbone
     python training/eval_knn.py            # the package's shipped default model
     python training/eval_knn.py --json results.json
+    python training/eval_knn.py --readout cls+patch_mean    # CLS and the mean patch token, each unit-normed
 
 Bank (kNN neighbours, probe training set): the first --bank training images of the train split *after* the ones
 pretraining used (offset 50,000); queries (test set): the first --queries images of the test split. Neither was seen
@@ -20,7 +21,7 @@ import sys
 import torch
 
 from dinov3_hf.data import load_fashion_mnist
-from dinov3_hf.metrics import extract_cls_features, knn_accuracy, linear_probe_accuracy, pixel_features
+from dinov3_hf.metrics import READOUTS, extract_features, knn_accuracy, linear_probe_accuracy, pixel_features
 from dinov3_hf.processing import Dinov3HfImageProcessor
 
 
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--queries", type=int, default=10000)
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
+    parser.add_argument("--readout", choices=READOUTS, default="cls",
+                        help="the feature of each image (default: the CLS token, the card's protocol)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -57,15 +60,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     results = {}
     for name, backbone in (("trained", model), ("random init", random_model)):
-        bank_x = extract_cls_features(backbone, bank["image"], transform, progress=True)
-        query_x = extract_cls_features(backbone, queries["image"], transform, progress=True)
+        bank_x = extract_features(backbone, bank["image"], transform, args.readout, progress=True)
+        query_x = extract_features(backbone, queries["image"], transform, args.readout, progress=True)
         results[name] = evaluate_features(bank_x, bank_y, query_x, query_y, args.k)
     bank_pixels, query_pixels = pixel_features(bank["image"]), pixel_features(queries["image"])
     results["raw pixels"] = evaluate_features(bank_pixels, bank_y, query_pixels, query_y, args.k)
     mean = bank_pixels.mean(0)
     results["mean-centred pixels"] = evaluate_features(bank_pixels - mean, bank_y, query_pixels - mean, query_y, args.k)
 
-    print(f"Fashion-MNIST, {len(bank)} bank / {len(queries)} held-out queries, CLS features:")
+    print(f"Fashion-MNIST, {len(bank)} bank / {len(queries)} held-out queries, {args.readout} features:")
     print(f"{'features':<22}{f'kNN (k={args.k})':>12}{'linear probe':>14}")
     for name, result in results.items():
         print(f"{name:<22}{result['knn']:>12.4f}{result['linear_probe']:>14.4f}")
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
           f"{100 * (results['trained']['knn'] - results['raw pixels']['knn']):+.1f} points")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"bank": len(bank), "queries": len(queries), "k": args.k, "results": results}, f, indent=1)
+            json.dump({"bank": len(bank), "queries": len(queries), "k": args.k, "readout": args.readout, "results": results}, f, indent=1)
     return results
 
 

@@ -4,12 +4,13 @@ from .boundary import boundary_f_measure, boundary_f_score
 from .correspondence import pck
 from .detection import box_map, mask_map, panoptic_quality
 from .functional import METRIC_NAMES, accuracy, depth_metrics, intersect_and_union, iou_from_areas, load_metric, mean_iou
-from .knn import extract_cls_features, knn_accuracy, knn_eval_on_dataset, pixel_features
+from .knn import READOUTS, extract_cls_features, extract_features, knn_accuracy, knn_eval_on_dataset, pixel_features
 from .linear_probe import linear_probe_accuracy
 from .video import VideoSegmentationScores, region_similarity, video_j_and_f
 
 __all__ = [
     "METRIC_NAMES",
+    "READOUTS",
     "VideoSegmentationScores",
     "accuracy",
     "boundary_f_measure",
@@ -17,6 +18,7 @@ __all__ = [
     "box_map",
     "depth_metrics",
     "extract_cls_features",
+    "extract_features",
     "intersect_and_union",
     "iou_from_areas",
     "knn_accuracy",

@@ -43,7 +43,42 @@ def pixel_features(images: Sequence) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(image, dtype=np.float32).reshape(-1) for image in images]))
 
 
+READOUTS = ("cls", "patch_mean", "cls+patch_mean")
+
+
+def _readout(output, readout: str) -> torch.Tensor:
+    if readout == "cls":
+        return output.pooler_output.float()
+    if output.patch_tokens is None:
+        raise ValueError(f"readout={readout!r} needs the model's patch_tokens output; use readout='cls'.")
+    patch_mean = output.patch_tokens.float().mean(dim=1)
+    if readout == "patch_mean":
+        return patch_mean
+    return torch.cat([F.normalize(output.pooler_output.float(), dim=-1), F.normalize(patch_mean, dim=-1)], dim=-1)
+
+
 @torch.inference_mode()
+def extract_features(
+    model: torch.nn.Module,
+    images: Sequence,
+    transform: Callable[[Sequence], torch.Tensor],
+    readout: str = "cls",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """One feature vector per image; `transform` turns a list of images into a batch tensor. `readout`:
+    "cls" the normed CLS token (`pooler_output`); "patch_mean" the mean of the normed patch tokens;
+    "cls+patch_mean" [CLS / |CLS|, mean / |mean|], so that both halves weigh the same in a cosine."""
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}.")
+    model.eval()
+    chunks = []
+    for start in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress):
+        pixel_values = transform(images[start : start + batch_size])
+        chunks.append(_readout(model(pixel_values), readout))
+    return torch.cat(chunks)
+
+
 def extract_cls_features(
     model: torch.nn.Module,
     images: Sequence,
@@ -51,13 +86,8 @@ def extract_cls_features(
     batch_size: int = 256,
     progress: bool = False,
 ) -> torch.Tensor:
-    """The normed CLS token (`pooler_output`) of each image; `transform` turns a list of images into a batch tensor."""
-    model.eval()
-    chunks = []
-    for start in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress):
-        pixel_values = transform(images[start : start + batch_size])
-        chunks.append(model(pixel_values).pooler_output.float())
-    return torch.cat(chunks)
+    """The normed CLS token (`pooler_output`) of each image: `extract_features` with readout "cls"."""
+    return extract_features(model, images, transform, "cls", batch_size, progress)
 
 
 def knn_eval_on_dataset(model: torch.nn.Module, processor, bank, queries, k: int = 20, image_key: str = "image",
