@@ -164,6 +164,16 @@ def test_feature_readouts_against_the_token_outputs():
     with pytest.raises(ValueError, match=r"readout must be one of \('cls', 'patch_mean', 'cls\+patch_mean'\)"):
         extract_features(model, images, transform, "mean")
 
+    class NoPatchTokens(torch.nn.Module):  # e.g. transformers' DINOv3ViTModel: pooler_output only
+        def forward(self, pixel_values):
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            return BaseModelOutputWithPooling(pooler_output=pixel_values.flatten(1))
+
+    assert torch.equal(extract_features(NoPatchTokens(), images, transform), pixels.flatten(1))
+    with pytest.raises(ValueError, match="needs a model whose output has patch_tokens.*Use readout='cls'"):
+        extract_features(NoPatchTokens(), images, transform, "patch_mean")
+
 
 def test_eval_knn_script_reports_model_and_pixel_baselines(capsys, tmp_path):
     """training/eval_knn.py: kNN and linear probe of the shipped model, random init, raw and mean-centred pixels; the

@@ -49,8 +49,9 @@ READOUTS = ("cls", "patch_mean", "cls+patch_mean")
 def _readout(output, readout: str) -> torch.Tensor:
     if readout == "cls":
         return output.pooler_output.float()
-    if output.patch_tokens is None:
-        raise ValueError(f"readout={readout!r} needs the model's patch_tokens output; use readout='cls'.")
+    if getattr(output, "patch_tokens", None) is None:
+        raise ValueError(f"readout={readout!r} needs a model whose output has patch_tokens (a dinov3_hf backbone); "
+                         f"{type(output).__name__} has none. Use readout='cls'.")
     patch_mean = output.patch_tokens.float().mean(dim=1)
     if readout == "patch_mean":
         return patch_mean
