@@ -59,7 +59,7 @@ class MultiCropCollator:
         """Crops of one sample; drawn from its `sample_seed` when it has one (see `SeededSamples`). The augmentations
         run on the CPU, so only the CPU generator is seeded (and restored after): `torch.manual_seed` would also
         reseed every accelerator's generator, overwriting the training's dropout and drop-path streams when
-        collation runs in the main process, and costs about a millisecond per sample."""
+        collation runs in the main process."""
         if "sample_seed" not in sample:
             return self.augmentation(sample[self.image_key])
         with torch.random.fork_rng(devices=[]):
